@@ -1,0 +1,31 @@
+# srmflow developer entry points. Everything installs into .venv; nothing needs Docker.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo bench clean schemas
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/srmflow demo
+
+schemas: install
+	$(BIN)/srmflow schemas --out docs/schemas
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache
