@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 
 import aiohttp
+from aiohttp import web
 
+from srmflow.simulator.app import API_PREFIX
+from tests.contract import ContractChecker
 from tests.simfixture import start_sim, stop_sim
 
 
@@ -35,24 +38,27 @@ async def test_middleware_catches_bad_response_and_request() -> None:
 
 
 async def test_401_with_body_is_a_violation() -> None:
-    handle = await start_sim(plans=1)
+    # A real server whose only route breaks the spec: a 401 must carry no body.
+    checker = ContractChecker(enabled=True)
+
+    async def leaky(request: web.Request) -> web.Response:
+        return web.Response(status=401, text="nope")
+
+    app = web.Application(middlewares=[checker.middleware])
+    app.router.add_get(API_PREFIX + "/pairings", leaky)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as http:
-            auth = {"Authorization": "Basic " + base64.b64encode(b"x:y").decode()}
-            async with http.post(handle.base_url + "/session", headers=auth) as r:
+            url = f"http://127.0.0.1:{port}{API_PREFIX}/pairings"
+            async with http.get(url, headers={"x-dr-session": "s"}) as r:
                 assert r.status == 401
-        assert handle.contract.violations == []
-        checker = handle.contract
-        from aiohttp import web
-        from aiohttp.test_utils import make_mocked_request
-
-        request = make_mocked_request(
-            "GET", "/api/rest/srm/v2/pairings", headers={"x-dr-session": "s"}
-        )
-        errors = checker.check_response(request, None, web.Response(status=401, text="nope"))
-        assert any("no body" in e for e in errors)
     finally:
-        await stop_sim(handle)
+        await runner.cleanup()
+    assert any("no body" in str(v) for v in checker.violations), checker.report()
 
 
 async def test_validation_can_be_switched_off() -> None:
