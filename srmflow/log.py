@@ -20,7 +20,7 @@ REDACTED = "[REDACTED]"
 # Keys whose values are secrets wherever they appear, in any case and with - or _.
 _SECRET_KEY = re.compile(
     r"(authorization|x[-_]dr[-_]session|session[-_]?id|password|passwd|secret|api[-_]?key|token"
-    r"|cookie)",
+    r"|cookie|encryption[-_]keys?)",
     re.IGNORECASE,
 )
 # Secrets embedded in free text: auth headers, the session header, "password=..." pairs.

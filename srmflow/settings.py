@@ -185,6 +185,18 @@ class Settings(BaseSettings):
         "srmflow", validation_alias="SRMFLOW_TASK_QUEUE", description="Temporal task queue"
     )
 
+    # Optional payload encryption (AES-GCM key ring "keyid:base64key,...", first is current).
+    encryption_keys: SecretStr | None = Field(
+        None,
+        validation_alias="SRMFLOW_ENCRYPTION_KEYS",
+        description="Payload encryption key ring keyid:base64key,... (first encrypts)",
+    )
+    encryption_keys_file: Path | None = Field(
+        None,
+        validation_alias="SRMFLOW_ENCRYPTION_KEYS_FILE",
+        description="File holding SRMFLOW_ENCRYPTION_KEYS (secrets)",
+    )
+
     # Logging and worker.
     log_level: str = Field("INFO", validation_alias="SRMFLOW_LOG_LEVEL", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field(

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
+from srmflow.codec import EncryptionCodec, codec_from_keys, data_converter
 from srmflow.settings import ConfigError, Settings
 
 
@@ -48,6 +49,23 @@ def build_runtime(metrics_bind: str | None) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_bind)))
 
 
+def payload_codec(settings: Settings) -> EncryptionCodec | None:
+    """The encryption codec from SRMFLOW_ENCRYPTION_KEYS(_FILE), or None when not configured."""
+    if settings.encryption_keys is not None:
+        return codec_from_keys(
+            settings.encryption_keys.get_secret_value(), source="SRMFLOW_ENCRYPTION_KEYS"
+        )
+    if settings.encryption_keys_file is not None:
+        spec = _read(settings.encryption_keys_file, "SRMFLOW_ENCRYPTION_KEYS_FILE") or b""
+        return codec_from_keys(spec.decode().strip(), source="SRMFLOW_ENCRYPTION_KEYS_FILE")
+    return None
+
+
+def converter(settings: Settings) -> DataConverter:
+    """The pydantic JSON converter, with payload encryption when keys are configured."""
+    return data_converter(payload_codec(settings))
+
+
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """Connect to Temporal as configured, with the pydantic JSON data converter."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
@@ -56,7 +74,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         namespace=settings.temporal_namespace,
         api_key=api_key,
         tls=tls_config(settings),
-        data_converter=pydantic_data_converter,
+        data_converter=converter(settings),
         runtime=runtime,
     )
 

@@ -128,3 +128,21 @@ def test_password_file_takes_effect_only_when_password_unset(tmp_path: Path) -> 
 def test_missing_site_is_explained_when_required() -> None:
     with pytest.raises(ConfigError, match="SRMFLOW_SRM_URL"):
         load_settings({}, require_site=True)
+
+
+def test_encryption_keys_from_variable_or_file(tmp_path: Path) -> None:
+    from srmflow.codec import new_key
+    from srmflow.temporal import payload_codec
+
+    assert payload_codec(load_settings({})) is None
+    ring = f"{new_key('k2')},{new_key('k1')}"
+    codec = payload_codec(load_settings({"SRMFLOW_ENCRYPTION_KEYS": ring}))
+    assert codec is not None
+    assert codec.current_key_id == "k2"
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(ring + "\n")
+    codec = payload_codec(load_settings({"SRMFLOW_ENCRYPTION_KEYS_FILE": str(keys_file)}))
+    assert codec is not None
+    assert list(codec.key_ids) == ["k2", "k1"]
+    with pytest.raises(ConfigError, match="SRMFLOW_ENCRYPTION_KEYS: entry 1"):
+        payload_codec(load_settings({"SRMFLOW_ENCRYPTION_KEYS": "garbage"}))
