@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The Compose specification's JSON Schema, for the compose-file test (read from the wheel,
+	# never installed or run).
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/share/compose-spec \
+		docker-compose==1.29.2
 	touch $(STAMP)
 
 lint: install

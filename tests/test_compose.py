@@ -3,10 +3,15 @@ srmflow service's command and environment match what the code really reads."""
 
 from __future__ import annotations
 
+import copy
+import json
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import click
+import jsonschema
 import pytest
 import yaml
 
@@ -17,6 +22,34 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 SRMFLOW_SERVICES = [name for name, svc in SERVICES.items() if "build" in svc]
+
+
+def compose_schema() -> dict[str, Any]:
+    """The Compose specification schema, from the wheel `make install` downloads."""
+    folder = Path(sys.executable).parent.parent / "share" / "compose-spec"
+    wheels = sorted(folder.glob("docker_compose-*.whl"))
+    assert wheels, f"no Compose schema under {folder}: run `make install`"
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        schema: dict[str, Any] = json.loads(wheel.read("compose/config/compose_spec.json"))
+    return schema
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    """Every violation of the Compose specification in ``document``."""
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    return [f"{list(e.path)}: {e.message}" for e in validator(schema).iter_errors(document)]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    assert schema_errors(COMPOSE) == []
+
+
+def test_schema_check_catches_a_broken_file() -> None:
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["worker"]["deploy"]["replicas"] = "two"
+    broken["services"]["worker"]["healthcheck"]["interval"] = {"seconds": 30}
+    assert len(schema_errors(broken)) >= 2
 
 
 def test_services_and_profiles() -> None:
