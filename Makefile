@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/srmflow demo
 
 schemas: install
-	$(BIN)/srmflow schemas --out docs/schemas
+	$(BIN)/python -m srmflow.schemas docs/schemas
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

@@ -21,6 +21,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("srmflow.simulator.cli", "sim", "Run the SRM simulator (spec-faithful, with faults)."),
     "doctor": ("srmflow.cli.doctor", "doctor", "Check the Temporal connection and SRM logins."),
     "demo": ("srmflow.cli.demo", "demo", "Run the end-to-end demo on embedded defaults."),
+    "status": ("srmflow.cli.runs", "status", "Show a bulk run (live with --watch)."),
+    "pause": ("srmflow.cli.runs", "pause", "Pause a bulk run (running plans finish)."),
+    "resume": ("srmflow.cli.runs", "resume", "Resume a paused bulk run."),
+    "cancel": ("srmflow.cli.runs", "cancel", "Stop starting plans (optionally cancel running)."),
+    "set-concurrency": ("srmflow.cli.runs", "set_concurrency", "Change a run's concurrency."),
+    "approve": ("srmflow.cli.runs", "approve", "Approve a forced reprotect of one plan."),
+    "runs": ("srmflow.cli.runs", "runs", "List recent bulk runs."),
+    "report": ("srmflow.cli.report", "report", "Report of a run (md, json, html, csv)."),
 }
 
 EXIT_OK = 0

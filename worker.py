@@ -1,0 +1,124 @@
+"""srmflow worker: settings -> logging -> Temporal client -> one aiohttp session -> SrmClients
+-> SrmActivities -> Worker.run(). Wiring only; SIGTERM/SIGINT drain it gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.bulk import BulkActivities
+from activities.srm import SrmActivities
+from srmflow.entry import hard_exit
+from srmflow.log import configure_logging
+from srmflow.settings import ConfigError, Settings, load_settings
+from srmflow.srm.client import SrmClient
+from srmflow.temporal import build_runtime, connect
+from workflows.bulk import BulkReprotectWorkflow
+from workflows.reprotect import ReprotectPlanWorkflow
+
+log = structlog.get_logger("srmflow.worker")
+
+WORKFLOWS: list[type] = [ReprotectPlanWorkflow, BulkReprotectWorkflow]
+
+
+def build_activities(srm: dict[str, SrmClient], temporal: Client) -> list[Callable[..., Any]]:
+    """Every activity method this worker registers, bound to the injected clients."""
+    acts = SrmActivities(srm)
+    bulk = BulkActivities(acts, temporal)
+    return [
+        acts.precheck,
+        acts.start_reprotect,
+        acts.wait_for_task,
+        acts.verify,
+        acts.cancel_task,
+        bulk.resolve_selection,
+        bulk.await_reprotect_workflow,
+    ]
+
+
+def _connector_limit(settings: Settings) -> int:
+    return max(8, sum(site.max_in_flight for site in settings.sites.values()) * 2)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
+    stop = stop or _signal_event()
+    client = await connect(settings, runtime=build_runtime(settings.metrics_bind))
+    connector = aiohttp.TCPConnector(limit=_connector_limit(settings))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        srm = {name: SrmClient(site, session=http) for name, site in settings.sites.items()}
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=build_activities(srm, client),
+            max_concurrent_activities=settings.max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
+        )
+        async with worker:
+            log.info(
+                "worker_started",
+                task_queue=settings.task_queue,
+                namespace=settings.temporal_namespace,
+                sites=sorted(srm),
+                metrics=settings.metrics_bind,
+            )
+            await stop.wait()
+            log.info("worker_draining", grace_seconds=settings.graceful_shutdown_seconds)
+        for site_client in srm.values():
+            with contextlib.suppress(Exception):
+                await site_client.close()
+    log.info("worker_stopped")
+
+
+def _signal_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def main_async(settings: Settings) -> int:
+    """Entry for ``srmflow worker``: configure logging, run until signalled, return exit code."""
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        await run_worker(settings)
+    except ConfigError as exc:
+        log.error("worker_config_error", error=str(exc))
+        return 2
+    except Exception as exc:
+        # Unreachable Temporal and the like: one clear line, not a traceback, and exit 1.
+        log.error("worker_failed", error=str(exc), error_type=type(exc).__name__)
+        return 1
+    return 0
+
+
+async def _main_async() -> int:
+    try:
+        settings = load_settings(require_site=True)
+    except ConfigError as exc:
+        print(f"srmflow worker: {exc}", file=sys.stderr)
+        return 2
+    return await main_async(settings)
+
+
+def main() -> None:
+    """Run the worker process and exit without interpreter finalisation."""
+    hard_exit(asyncio.run(_main_async()))
+
+
+if __name__ == "__main__":
+    main()
