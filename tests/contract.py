@@ -20,9 +20,7 @@ from srmflow.simulator.app import API_PREFIX, FAULT_KEY
 ROOT = Path(__file__).resolve().parent.parent
 # The vendor spec ships in the repo (BSD-2-Clause, see docs/srm-api/LICENSE);
 # SRMFLOW_SRM_API_SPEC overrides the search.
-SPEC_CANDIDATES = (
-    ROOT / "docs" / "srm-api" / "srm-api-v2.json",
-)
+SPEC_CANDIDATES = (ROOT / "docs" / "srm-api" / "srm-api-v2.json",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

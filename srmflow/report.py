@@ -1,0 +1,309 @@
+"""Run reports a DR audit accepts: per-plan outcome, SRM task, step timings, errors; totals.
+
+``collect_report`` reads a bulk run (or one plan's workflow) from Temporal; the ``render_*``
+functions are pure. The HTML is one self-contained file (inline CSS and SVG, no external URL)
+with a timeline of plans over time, so concurrency is visible on an offline machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import html
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError
+
+from workflows.bulk_models import BulkReprotectResult, PlanSummary
+from workflows.models import ReprotectPlanResult
+
+FORMATS = ("md", "json", "html", "csv")
+STEP_NAMES = ("precheck", "start", "srm_task", "verify")
+OUTCOME_COLOURS = {
+    "REPROTECTED": "#2e7d32",
+    "ALREADY_PROTECTED": "#1565c0",
+    "FAILED": "#c62828",
+    "CANCELLED": "#6d4c41",
+    "SKIPPED": "#757575",
+}
+
+
+class PlanRow(BaseModel):
+    """One plan's line in a report."""
+
+    plan_id: str
+    plan_name: str | None = None
+    outcome: str
+    srm_task_id: str | None = None
+    final_plan_status: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+    steps: dict[str, float] = Field(default_factory=dict)
+    attempts: int = 0
+    forced_used: bool = False
+    approved_by: str | None = None
+    srm_error: str | None = None
+    reason: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    workflow_id: str | None = None
+
+
+class RunReport(BaseModel):
+    """A whole run: who started it, when, totals and the plan rows."""
+
+    run_id: str
+    status: str
+    site: str | None = None
+    pairing_id: str | None = None
+    requested_by: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    failures_by_cause: dict[str, list[str]] = Field(default_factory=dict)
+    stop_reason: str | None = None
+    plans: list[PlanRow] = Field(default_factory=list)
+
+
+def _step_seconds(result: ReprotectPlanResult) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for timing in result.steps:
+        if timing.ended_at is not None:
+            name = str(timing.step.value)
+            elapsed = (timing.ended_at - timing.started_at).total_seconds()
+            seconds[name] = round(seconds.get(name, 0.0) + elapsed, 3)
+    return seconds
+
+
+def plan_row(summary: PlanSummary, detail: ReprotectPlanResult | None) -> PlanRow:
+    """Merge the bulk summary with the plan workflow's full result (when it is available)."""
+    duration = None
+    if summary.started_at and summary.ended_at:
+        duration = round((summary.ended_at - summary.started_at).total_seconds(), 3)
+    return PlanRow(
+        plan_id=summary.plan_id,
+        plan_name=summary.plan_name,
+        outcome=summary.outcome.value,
+        srm_task_id=summary.srm_task_id,
+        final_plan_status=summary.final_plan_status,
+        started_at=summary.started_at,
+        ended_at=summary.ended_at,
+        duration_seconds=duration,
+        steps=_step_seconds(detail) if detail else {},
+        attempts=summary.attempts,
+        forced_used=summary.forced_used,
+        approved_by=summary.approved_by,
+        srm_error=summary.srm_error,
+        reason=summary.reason,
+        warnings=list(detail.warnings) if detail else [],
+        workflow_id=summary.workflow_id,
+    )
+
+
+async def _plan_detail(
+    client: Client, workflow_id: str | None, limit: asyncio.Semaphore
+) -> ReprotectPlanResult | None:
+    if workflow_id is None:
+        return None
+    async with limit:
+        try:
+            handle = client.get_workflow_handle(workflow_id)
+            return await handle.result(result_type=ReprotectPlanResult, follow_runs=False)
+        except (RPCError, WorkflowFailureError):
+            # Deleted by retention, or failed without a result: the bulk summary remains.
+            return None
+
+
+async def collect_report(client: Client, run_id: str) -> RunReport:
+    """Read a finished bulk run and its plans' workflows into a RunReport."""
+    handle = client.get_workflow_handle(run_id)
+    description = await handle.describe()
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        raise ValueError(f"run {run_id} is still running; wait for it or use `srmflow status`")
+    result = await handle.result(result_type=BulkReprotectResult)
+    limit = asyncio.Semaphore(20)
+    details = await asyncio.gather(
+        *(_plan_detail(client, summary.workflow_id, limit) for summary in result.plans)
+    )
+    return RunReport(
+        run_id=run_id,
+        status=description.status.name if description.status else "UNKNOWN",
+        site=result.site,
+        pairing_id=result.pairing_id,
+        requested_by=result.requested_by,
+        started_at=result.started_at,
+        ended_at=result.ended_at,
+        duration_seconds=result.duration_seconds,
+        counts=result.counts,
+        failures_by_cause=result.failures_by_cause,
+        stop_reason=result.stop_reason,
+        plans=[plan_row(s, d) for s, d in zip(result.plans, details, strict=True)],
+    )
+
+
+def render(report: RunReport, fmt: str) -> str:
+    """The report in one of FORMATS."""
+    renderers = {"md": render_md, "json": render_json, "html": render_html, "csv": render_csv}
+    if fmt not in renderers:
+        raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](report)
+
+
+def render_json(report: RunReport) -> str:
+    """Machine-readable report."""
+    return json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+CSV_COLUMNS = [
+    "plan_id",
+    "plan_name",
+    "outcome",
+    "srm_task_id",
+    "final_plan_status",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    *(f"{step}_seconds" for step in STEP_NAMES),
+    "attempts",
+    "forced_used",
+    "approved_by",
+    "srm_error",
+    "reason",
+    "warnings",
+]
+
+
+def render_csv(report: RunReport) -> str:
+    """One row per plan, for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in report.plans:
+        data: dict[str, Any] = row.model_dump(mode="json", include=set(CSV_COLUMNS))
+        for step in STEP_NAMES:
+            data[f"{step}_seconds"] = row.steps.get(step)
+        data["warnings"] = "; ".join(row.warnings)
+        writer.writerow(data)
+    return out.getvalue()
+
+
+def _md_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_lines(report: RunReport) -> list[tuple[str, str]]:
+    return [
+        ("Run", report.run_id),
+        ("Status", report.status),
+        ("Site / pairing", f"{report.site} / {report.pairing_id}"),
+        ("Requested by", report.requested_by or "-"),
+        ("Started", str(report.started_at)),
+        ("Ended", str(report.ended_at)),
+        ("Duration (s)", f"{report.duration_seconds or 0:.1f}"),
+        ("Outcomes", ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "-"),
+        ("Stop reason", report.stop_reason or "-"),
+    ]
+
+
+def render_md(report: RunReport) -> str:
+    """Markdown for tickets and change records."""
+    lines = [f"# srmflow reprotect report: {report.run_id}", ""]
+    lines += [f"- **{k}**: {_md_cell(v)}" for k, v in _summary_lines(report)]
+    if report.failures_by_cause:
+        lines += ["", "## Failures by cause", ""]
+        lines += [f"- {cause}: {', '.join(ids)}" for cause, ids in report.failures_by_cause.items()]
+    header = ["plan", "outcome", "SRM task", "duration s", *STEP_NAMES, "attempts", "detail"]
+    lines += ["", "## Plans", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + " --- |" * len(header))
+    for row in report.plans:
+        detail = row.srm_error or row.reason or ""
+        if row.approved_by:
+            detail = f"forced, approved by {row.approved_by}. {detail}"
+        cells = [
+            row.plan_name or row.plan_id,
+            row.outcome,
+            row.srm_task_id,
+            row.duration_seconds,
+            *(row.steps.get(step) for step in STEP_NAMES),
+            row.attempts,
+            detail,
+        ]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _timeline_svg(report: RunReport) -> str:
+    rows = [(r, r.started_at, r.ended_at) for r in report.plans if r.started_at and r.ended_at]
+    if not rows:
+        return "<p>No plan ran.</p>"
+    start = min(began for _, began, _ in rows)
+    end = max(ended for _, _, ended in rows)
+    span = max((end - start).total_seconds(), 1.0)
+    width, label_w, bar_h = 900, 180, 14
+    height = bar_h * len(rows) + 30
+    parts = [
+        f'<svg class="timeline" width="{width + label_w}" '
+        f'height="{height}" role="img" aria-label="timeline of plans">'
+    ]
+    for index, (row, began, ended) in enumerate(rows):
+        x = label_w + (began - start).total_seconds() / span * width
+        w = max((ended - began).total_seconds() / span * width, 1.0)
+        y = 5 + index * bar_h
+        colour = OUTCOME_COLOURS.get(row.outcome, "#999")
+        name = html.escape(row.plan_name or row.plan_id)
+        parts.append(f'<text x="0" y="{y + 10}" font-size="10">{name}</text>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h - 3}" fill="{colour}">'
+            f"<title>{name}: {row.outcome}, {row.duration_seconds} s</title></rect>"
+        )
+    parts.append(
+        f'<text x="{label_w}" y="{height - 5}" font-size="10">0 s</text>'
+        f'<text x="{label_w + width - 40}" y="{height - 5}" font-size="10">{span:.0f} s</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: RunReport) -> str:
+    """A single self-contained HTML file (no external URL) with a timeline chart."""
+    esc = html.escape
+    summary = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in _summary_lines(report)
+    )
+    header = ["plan", "outcome", "SRM task", "duration s", *STEP_NAMES, "attempts", "detail"]
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = []
+    for row in report.plans:
+        detail = row.srm_error or row.reason or ""
+        if row.approved_by:
+            detail = f"forced, approved by {row.approved_by}. {detail}"
+        cells = [
+            row.plan_name or row.plan_id,
+            row.outcome,
+            row.srm_task_id or "",
+            row.duration_seconds if row.duration_seconds is not None else "",
+            *(row.steps.get(step, "") for step in STEP_NAMES),
+            row.attempts,
+            detail,
+        ]
+        colour = OUTCOME_COLOURS.get(row.outcome, "#999")
+        tds = "".join(f"<td>{esc(str(c))}</td>" for c in cells)
+        body.append(f'<tr style="border-left:4px solid {colour}">{tds}</tr>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>srmflow report {esc(report.run_id)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}"
+        "</style></head><body>"
+        f'<h1>srmflow reprotect report</h1><table class="summary">{summary}</table>'
+        f"<h2>Timeline</h2>{_timeline_svg(report)}"
+        f'<h2>Plans</h2><table class="plans"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></body></html>\n"
+    )
