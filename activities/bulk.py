@@ -68,8 +68,10 @@ class BulkActivities:
     @activity.defn
     async def await_reprotect_workflow(self, inp: AwaitWorkflowInput) -> ReprotectPlanResult:
         """Wait for a reprotect workflow that another run or user started (no second start)."""
-        handle = self._temporal.get_workflow_handle(inp.workflow_id)
-        waiter = asyncio.ensure_future(handle.result(result_type=ReprotectPlanResult))
+        handle = self._temporal.get_workflow_handle(
+            inp.workflow_id, result_type=ReprotectPlanResult
+        )
+        waiter = asyncio.ensure_future(handle.result())
         try:
             while True:
                 done, _ = await asyncio.wait({waiter}, timeout=AWAIT_HEARTBEAT_SECONDS)

@@ -113,8 +113,8 @@ async def _plan_detail(
         return None
     async with limit:
         try:
-            handle = client.get_workflow_handle(workflow_id)
-            return await handle.result(result_type=ReprotectPlanResult, follow_runs=False)
+            handle = client.get_workflow_handle(workflow_id, result_type=ReprotectPlanResult)
+            return await handle.result(follow_runs=False)
         except (RPCError, WorkflowFailureError):
             # Deleted by retention, or failed without a result: the bulk summary remains.
             return None
@@ -122,11 +122,11 @@ async def _plan_detail(
 
 async def collect_report(client: Client, run_id: str) -> RunReport:
     """Read a finished bulk run and its plans' workflows into a RunReport."""
-    handle = client.get_workflow_handle(run_id)
+    handle = client.get_workflow_handle(run_id, result_type=BulkReprotectResult)
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.RUNNING:
         raise ValueError(f"run {run_id} is still running; wait for it or use `srmflow status`")
-    result = await handle.result(result_type=BulkReprotectResult)
+    result = await handle.result()
     limit = asyncio.Semaphore(20)
     details = await asyncio.gather(
         *(_plan_detail(client, summary.workflow_id, limit) for summary in result.plans)

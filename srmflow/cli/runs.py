@@ -70,7 +70,8 @@ async def watch_run(
     if status == WorkflowExecutionStatus.RUNNING:
         return EXIT_OK
     if status == WorkflowExecutionStatus.COMPLETED:
-        return exit_code_for(await handle.result(result_type=BulkReprotectResult))
+        typed = client.get_workflow_handle(handle.id, result_type=BulkReprotectResult)
+        return exit_code_for(await typed.result())
     if status == WorkflowExecutionStatus.CANCELED:
         return EXIT_CANCELLED
     return EXIT_FAILED
