@@ -10,6 +10,7 @@ from temporalio.client import Client
 from workflows.bulk_models import BulkProgress, InFlightPlan
 from workflows.models import ReprotectProgress, TaskProgress
 
+WAIT_ACTIVITY = "wait_for_task"
 DONE_OUTCOMES = ("REPROTECTED", "ALREADY_PROTECTED", "FAILED", "CANCELLED", "SKIPPED")
 
 
@@ -31,7 +32,8 @@ async def task_percent(client: Client, workflow_id: str) -> int | None:
     except Exception:
         return None
     for pending in description.raw_description.pending_activities:
-        if pending.heartbeat_details.payloads:
+        # Other activities heartbeat too (liveness only); only wait_for_task carries progress.
+        if pending.activity_type.name == WAIT_ACTIVITY and pending.heartbeat_details.payloads:
             values = await client.data_converter.decode(
                 pending.heartbeat_details.payloads, [TaskProgress]
             )

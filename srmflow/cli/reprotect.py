@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -15,8 +17,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from srmflow.log import configure_logging
+from srmflow.progress import task_percent
 from srmflow.settings import DEFAULT_SITE, ConfigError, Settings, load_settings
 from srmflow.temporal import connect
+from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult, bulk_workflow_id
 from workflows.models import (
     ReprotectOutcome,
     ReprotectPlanInput,
@@ -38,7 +42,6 @@ EXIT_CODES: dict[ReprotectOutcome, int] = {
     ReprotectOutcome.SKIPPED: EXIT_FAILED,
     ReprotectOutcome.CANCELLED: EXIT_CANCELLED,
 }
-WAIT_ACTIVITY = "wait_for_task"
 REFRESH_SECONDS = 1.0
 
 
@@ -47,7 +50,38 @@ class UsageProblem(Exception):
 
 
 @click.command()
-@click.option("--plan", "plan_id", required=True, help="Recovery plan id, as SRM reports it.")
+@click.option(
+    "--plan",
+    "plan_ids",
+    multiple=True,
+    help="Recovery plan id, as SRM reports it (repeat for several plans: a bulk run).",
+)
+@click.option(
+    "--all-recovered",
+    is_flag=True,
+    help="Bulk: every plan whose status needs reprotect (RECOVERY_COMPLETE, incomplete).",
+)
+@click.option("--match", "glob", help="Bulk: plans whose name matches this glob, e.g. 'app-*'.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 500),
+    default=10,
+    show_default=True,
+    help="Bulk: plans in flight at most.",
+)
+@click.option("--dry-run", is_flag=True, help="Bulk: prechecks only; report what would happen.")
+@click.option(
+    "--stop-after-failures",
+    type=click.IntRange(min=1),
+    help="Bulk: start no new plans after this many failures.",
+)
+@click.option(
+    "--approval-timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Bulk: seconds to wait for `srmflow approve` before failing a plan that needs forced.",
+)
 @click.option("--site", default=DEFAULT_SITE, show_default=True, help="Configured SRM site.")
 @click.option(
     "--pairing",
@@ -71,7 +105,13 @@ class UsageProblem(Exception):
 @click.option("--wait", is_flag=True, help="Show progress and wait for the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def reprotect(
-    plan_id: str,
+    plan_ids: tuple[str, ...],
+    all_recovered: bool,
+    glob: str | None,
+    concurrency: int,
+    dry_run: bool,
+    stop_after_failures: int | None,
+    approval_timeout: float,
     site: str,
     pairing_id: str | None,
     forced: bool,
@@ -82,22 +122,55 @@ def reprotect(
     wait: bool,
     as_json: bool,
 ) -> int:
-    """Reprotect one recovery plan through the ReprotectPlanWorkflow; prints the workflow id.
+    """Reprotect one plan (--plan ID) or many (--plan ... | --match GLOB | --all-recovered).
 
-    Running it again for the same plan attaches to the running workflow; on a plan that is
-    already protected it ends ALREADY_PROTECTED, harmlessly.
+    One plan runs ReprotectPlanWorkflow and prints its id; running it again attaches to the
+    running workflow, and on a protected plan it ends ALREADY_PROTECTED, harmlessly. Several
+    plans run BulkReprotectWorkflow (bounded concurrency, protection-group conflicts avoided)
+    and print the run id for `srmflow status|pause|resume|cancel|approve|report`.
 
     \b
     Exit codes (with --wait; without it, 0 once the workflow is started):
-      0  REPROTECTED or ALREADY_PROTECTED
-      1  FAILED (the reason and SRM's message are printed)
+      0  every plan REPROTECTED or ALREADY_PROTECTED
+      1  FAILED (the reason and SRM's message are printed); bulk: no plan succeeded
       2  usage or configuration error (nothing was started)
+      3  bulk: partial failure (some plans failed, were skipped or cancelled)
       4  CANCELLED
     """
+    selections = sum([bool(plan_ids), bool(glob), all_recovered])
+    if selections != 1:
+        click.echo(
+            "srmflow reprotect: choose the plans with exactly one of --plan (repeatable), "
+            "--match GLOB or --all-recovered",
+            err=True,
+        )
+        return EXIT_USAGE
+    if glob or all_recovered or dry_run or len(plan_ids) > 1:
+        bulk = BulkReprotectInput(
+            site=site,
+            pairing_id=pairing_id,
+            plan_ids=list(plan_ids),
+            plan_name_glob=glob,
+            all_recovered=all_recovered,
+            max_concurrency=concurrency,
+            forced=forced,
+            dry_run=dry_run,
+            stop_after_failures=stop_after_failures,
+            approval_timeout_seconds=approval_timeout,
+            verify=not no_verify,
+            poll_interval_seconds=poll_interval,
+            plan_deadline_seconds=deadline,
+            requested_by=_requester(),
+        )
+        try:
+            return asyncio.run(_bulk(bulk, wait=wait or dry_run, as_json=as_json))
+        except (UsageProblem, ConfigError) as exc:
+            click.echo(f"srmflow reprotect: {exc}", err=True)
+            return EXIT_USAGE
     inp = ReprotectPlanInput(
         site=site,
         pairing_id=pairing_id,
-        plan_id=plan_id,
+        plan_id=plan_ids[0],
         forced=forced,
         allow_forced_retry=allow_forced_retry,
         verify=not no_verify,
@@ -134,6 +207,82 @@ async def _reprotect(inp: ReprotectPlanInput, *, wait: bool, as_json: bool) -> i
     else:
         click.echo(summary(result))
     return EXIT_CODES.get(result.outcome, EXIT_FAILED)
+
+
+def _requester() -> str:
+    """Who started the run, for the audit trail: OS user and host."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} (srmflow CLI)"
+
+
+async def _bulk(inp: BulkReprotectInput, *, wait: bool, as_json: bool) -> int:
+    from srmflow.cli.runs import exit_code_for, watch_run
+    from workflows.bulk import BulkReprotectWorkflow
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        client = await connect(settings)
+    except RuntimeError as exc:
+        raise UsageProblem(f"cannot reach Temporal at {settings.temporal_address}: {exc}") from None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = bulk_workflow_id(inp.site, ("dry-run-" if inp.dry_run else "") + stamp)
+    handle = await client.start_workflow(
+        BulkReprotectWorkflow.run, inp, id=run_id, task_queue=settings.task_queue
+    )
+    if not as_json:
+        click.echo(run_id)
+    if not wait:
+        if as_json:
+            _echo_json({"run_id": run_id})
+        return EXIT_OK
+    if not inp.dry_run:
+        await watch_run(client, handle, watch=True, as_json=False, quiet=as_json)
+    result = await handle.result()
+    if as_json:
+        _echo_json(result.model_dump(mode="json"))
+    elif result.dry_run_report is not None:
+        click.echo(dry_run_summary(result))
+    else:
+        click.echo(bulk_summary(result))
+    return EXIT_OK if inp.dry_run else exit_code_for(result)
+
+
+def dry_run_summary(result: BulkReprotectResult) -> str:
+    """What a dry run found: eligible, already protected, blocked (why), conflicts, estimate."""
+    report = result.dry_run_report
+    assert report is not None
+    lines = [f"dry run: {len(report.would_reprotect)} plan(s) would be reprotected"]
+    lines += [
+        f"  would reprotect: {p.plan_name or p.plan_id} ({p.status})"
+        for p in report.would_reprotect
+    ]
+    lines += [f"  already protected: {p.plan_name or p.plan_id}" for p in report.already_protected]
+    lines += [f"  blocked: {p.plan_name or p.plan_id}: {p.blocked_reason}" for p in report.blocked]
+    lines += [f"  not found: {p.plan_id}" for p in result.plans if p.error_type == "SrmNotFound"]
+    lines += [
+        f"  shared group {c.group_id}: {', '.join(c.plan_ids)} run one after another"
+        for c in report.conflicts
+    ]
+    lines.append(f"  estimated duration: {report.estimated_seconds / 60:.0f} min")
+    return "\n".join(lines)
+
+
+def bulk_summary(result: BulkReprotectResult) -> str:
+    """Counts, failures by cause and the stop reason of a finished bulk run."""
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v) or "no plans"
+    lines = [f"bulk run finished: {counts} in {result.duration_seconds:.0f} s"]
+    for cause, ids in result.failures_by_cause.items():
+        lines.append(f"  failed ({cause}): {', '.join(ids)}")
+    if result.stop_reason:
+        lines.append(f"  stopped: {result.stop_reason}")
+    return "\n".join(lines)
 
 
 async def resolve_pairing(settings: Settings, site: str) -> str:
@@ -178,26 +327,6 @@ async def start_or_attach(
     )
 
 
-async def live_task_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> int | None:
-    """Percent done of the SRM task, from the heartbeat of the pending wait_for_task.
-
-    The workflow never sees heartbeats (keeping its history small), so live progress is
-    read here, from the server's view of the pending activity.
-    """
-    description = await handle.describe()
-    for pending in description.raw_description.pending_activities:
-        if pending.activity_type.name != WAIT_ACTIVITY:
-            continue
-        payloads = pending.heartbeat_details.payloads
-        if not payloads:
-            return None
-        details = await client.data_converter.decode(list(payloads))
-        if details and isinstance(details[0], dict):
-            value = details[0].get("progress")
-            return int(value) if isinstance(value, int | float) else None
-    return None
-
-
 async def follow(
     client: Client,
     handle: WorkflowHandle[ReprotectPlanWorkflow, ReprotectPlanResult],
@@ -211,7 +340,7 @@ async def follow(
         while not result.done():
             try:
                 progress = await handle.query(ReprotectPlanWorkflow.progress)
-                percent = await live_task_progress(client, handle)
+                percent = await task_percent(client, handle.id)
             except Exception:
                 # Queries fail briefly while no worker holds the workflow; keep waiting.
                 progress, percent = None, None

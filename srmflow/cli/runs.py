@@ -51,17 +51,23 @@ async def _describe_or_fail(handle: WorkflowHandle[Any, Any]) -> WorkflowExecuti
 
 
 async def watch_run(
-    client: Client, handle: WorkflowHandle[Any, Any], *, watch: bool, as_json: bool
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    *,
+    watch: bool,
+    as_json: bool,
+    quiet: bool = False,
 ) -> int:
     """Show a run's progress (once, or live until it ends) and return the exit code."""
     await _describe_or_fail(handle)
-    live = _Display(as_json=as_json)
+    live = _Display(as_json=as_json, quiet=quiet)
     try:
         while True:
+            # Status first: when it says closed, the progress read after it is the final one.
+            status = (await handle.describe()).status
             progress = await handle.query("progress", result_type=BulkProgress)
             plans = await asyncio.gather(*(plan_live(client, p) for p in progress.in_flight))
             live.show(handle.id, progress, list(plans))
-            status = (await handle.describe()).status
             if not watch or status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(1.0)
@@ -80,11 +86,12 @@ async def watch_run(
 class _Display:
     """Rich live view on a terminal, plain lines otherwise, JSON for scripts."""
 
-    def __init__(self, *, as_json: bool) -> None:
+    def __init__(self, *, as_json: bool, quiet: bool = False) -> None:
         self._as_json = as_json
+        self._quiet = quiet
         self._last_line = ""
         self._live: Any = None
-        if not as_json and sys.stdout.isatty():
+        if not as_json and not quiet and sys.stdout.isatty():
             from rich.console import Console
             from rich.live import Live
 
@@ -93,6 +100,8 @@ class _Display:
             self._live.start()
 
     def show(self, run_id: str, progress: BulkProgress, plans: list[PlanLive]) -> None:
+        if self._quiet:
+            return
         if self._as_json:
             echo_json({"run_id": run_id, **progress.model_dump(mode="json")})
         elif self._live is not None:
