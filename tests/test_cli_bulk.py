@@ -149,3 +149,19 @@ async def test_bulk_cli_controls_and_usage_errors(
 async def _paused_and_idle(handle: Any) -> Any:
     current = await progress(handle)
     return current if current.state.value == "paused" and not current.in_flight else None
+
+
+async def test_plans_lists_and_filters_straight_from_srm(
+    temporal_address: str, task_queue: str, make_sim: MakeSim
+) -> None:
+    sim = await make_sim(plans=5, plan_overrides={"plan-002": {"status": "READY_STATE"}})
+    env = cli_env(temporal_address, task_queue, sim)
+    code, out, err = await cli(env, "plans", "--status", "ready_state", "--json")
+    assert code == 0, err
+    listed = json.loads(out)["plans"]
+    assert [p["name"] for p in listed] == ["plan-002"]
+    assert listed[0]["protected_site"]
+    code, out, err = await cli(env, "plans", "--match", "plan-00[45]")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("2 of 5 plans")
+    assert not [e for e in await sim.journal() if e["method"] == "POST" and "actions" in e["path"]]

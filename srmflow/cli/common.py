@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -25,14 +26,14 @@ class ConfigProblem(click.ClickException):
         return f"configuration error: {self.message}"
 
 
-def settings_or_fail(*, require_site: bool = False, log: bool = True) -> Settings:
-    """Load Settings (and logging) or raise ConfigProblem naming the bad variable."""
+def settings_or_fail(*, require_site: bool = False) -> Settings:
+    """Load Settings and set up logging (to stderr), or raise ConfigProblem naming the bad
+    variable; stdout stays free for what the command prints."""
     try:
         settings = load_settings(require_site=require_site)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-    if log:
-        configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -48,6 +49,4 @@ def echo_json(data: Any) -> None:
 
 def use_color() -> bool:
     """Colour only on a terminal and only when NO_COLOR is not set."""
-    import os
-
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")

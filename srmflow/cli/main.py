@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "approve": ("srmflow.cli.runs", "approve", "Approve a forced reprotect of one plan."),
     "runs": ("srmflow.cli.runs", "runs", "List recent bulk runs."),
     "report": ("srmflow.cli.report", "report", "Report of a run (md, json, html, csv)."),
+    "plans": ("srmflow.cli.plans", "plans", "List SRM recovery plans (read-only)."),
 }
 
 EXIT_OK = 0

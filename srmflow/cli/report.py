@@ -26,7 +26,7 @@ def report(run_id: str, fmt: str, out: Path | None) -> int:
     """Write the report of a finished bulk run: per-plan outcome, SRM task, step timings."""
 
     async def go() -> str:
-        client = await connect(settings_or_fail(log=False))
+        client = await connect(settings_or_fail())
         try:
             return render(await collect_report(client, run_id), fmt)
         except ValueError as exc:

@@ -36,7 +36,7 @@ def exit_code_for(result: BulkReprotectResult) -> int:
 
 
 async def _handle(run_id: str) -> tuple[Client, WorkflowHandle[Any, Any]]:
-    settings = settings_or_fail(log=False)
+    settings = settings_or_fail()
     client = await connect(settings)
     return client, client.get_workflow_handle(run_id)
 
@@ -199,7 +199,7 @@ def runs(limit: int, as_json: bool) -> int:
     """List recent bulk runs, newest first."""
 
     async def go() -> list[dict[str, Any]]:
-        settings = settings_or_fail(log=False)
+        settings = settings_or_fail()
         client = await connect(settings)
         rows: list[dict[str, Any]] = []
         query = f"WorkflowType = '{BULK_TYPE}'"

@@ -17,7 +17,7 @@ def worker(task_queue: str | None) -> int:
     """
     import worker as worker_module
 
-    settings = settings_or_fail(require_site=True, log=False)
+    settings = settings_or_fail(require_site=True)
     if task_queue:
         settings.task_queue = task_queue
     return run_async(worker_module.main_async(settings))
