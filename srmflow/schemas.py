@@ -12,12 +12,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
 from workflows.models import ReprotectPlanInput, ReprotectPlanResult
 
 # File stem -> (model, mode): inputs are validated, results are serialised.
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "ReprotectPlanInput": (ReprotectPlanInput, "validation"),
     "ReprotectPlanResult": (ReprotectPlanResult, "serialization"),
+    "BulkReprotectInput": (BulkReprotectInput, "validation"),
+    "BulkReprotectResult": (BulkReprotectResult, "serialization"),
 }
 
 

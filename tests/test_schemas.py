@@ -25,3 +25,13 @@ def test_input_schema_needs_only_plan_and_has_no_secrets() -> None:
     assert schema["required"] == ["plan_id"]
     assert not any("password" in key or "session" in key for key in schema["properties"])
     ReprotectPlanInput.model_validate_json('{"plan_id": "p"}')
+
+
+def test_bulk_input_schema_accepts_a_minimal_cli_document() -> None:
+    from workflows.bulk_models import BulkReprotectInput
+
+    schema = json.loads(render()["BulkReprotectInput.schema.json"])
+    assert "max_concurrency" in schema["properties"]
+    assert not any("password" in key for key in schema["properties"])
+    inp = BulkReprotectInput.model_validate_json('{"all_recovered": true, "max_concurrency": 5}')
+    assert inp.site == "default"
