@@ -41,9 +41,10 @@ def test_estimate_makespan_serialises_conflicts() -> None:
 
 
 def test_eta() -> None:
-    assert eta_seconds([], 0, 0, 5, 100.0) == 0.0
-    assert eta_seconds([10.0, 30.0], 10, 0, 5, 100.0) == 40.0
-    assert eta_seconds([], 5, 5, 5, 100.0) == 150.0
+    assert eta_seconds([], 0, 0, 5) == 0.0
+    assert eta_seconds([10.0, 30.0], 10, 0, 5) == 40.0
+    assert eta_seconds([10.0], 5, 5, 5) == 15.0
+    assert eta_seconds([], 5, 5, 5) is None
 
 
 @pytest.mark.parametrize(

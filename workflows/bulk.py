@@ -443,7 +443,6 @@ class BulkReprotectWorkflow:
                 len(self._state.queue),
                 len(self._in_flight),
                 self._state.concurrency,
-                self._input.estimate_plan_seconds,
             ),
             stop_reason=self._state.stop_reason,
             started_at=self._state.started_at,

@@ -53,7 +53,7 @@ class BulkReprotectInput(_Model):
         None, gt=0, description="Deadline of each plan's workflow"
     )
     estimate_plan_seconds: float = Field(
-        900.0, gt=0, description="Assumed plan duration for estimates before any plan finished"
+        900.0, gt=0, description="Assumed plan duration for the dry-run duration estimate"
     )
     continue_as_new_after_events: int = Field(
         8000, ge=50, description="History length at which the run drains and continues as new"

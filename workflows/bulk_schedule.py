@@ -66,11 +66,13 @@ def estimate_makespan(plans: list[PlanRef], concurrency: int, plan_seconds: floa
 
 
 def eta_seconds(
-    durations: list[float], remaining: int, in_flight: int, concurrency: int, default: float
+    durations: list[float], remaining: int, in_flight: int, concurrency: int
 ) -> float | None:
-    """Estimated seconds left from the mean measured plan duration (or the default)."""
+    """Estimated seconds left from the mean measured plan duration; None before any."""
     if remaining == 0 and in_flight == 0:
         return 0.0
-    mean = sum(durations) / len(durations) if durations else default
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
     waves = remaining / max(concurrency, 1)
     return round(mean * waves + (mean / 2 if in_flight else 0.0), 1)

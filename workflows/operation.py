@@ -1,0 +1,359 @@
+"""PlanOperationWorkflow: one SRM plan action (test, cleanup, recovery, reprotect, cancel).
+
+The reprotect pattern generalised: precheck -> start (start-or-adopt) -> srm_task (the shared
+heartbeating ``wait_for_task``) -> verify, with the rules of each action in the table of
+``activities/operations.py``. Cancelling the workflow asks SRM to cancel the running task.
+Also home of ``notify_webhook``, the workflow-side helper every run uses to send notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import CancelledError as CancelledFailure
+
+with workflow.unsafe.imports_passed_through():
+    from activities.operations import OperationActivities
+    from activities.srm import SrmActivities
+    from workflows import policies
+    from workflows.drill_models import (
+        CancelOperationInput,
+        Operation,
+        OperationAction,
+        OperationOutcome,
+        OperationPrecheckInput,
+        OperationPrecheckResult,
+        OperationProgress,
+        OperationResult,
+        PlanOperationInput,
+        StartOperationInput,
+        StartOperationResult,
+        VerifyOperationInput,
+        WebhookInput,
+        WebhookTarget,
+    )
+    from workflows.models import Sites, TaskOutcome, WaitForTaskInput
+
+# What a finished SRM task must leave behind for each action to count as done.
+DONE_STATUS: dict[Operation, str | None] = {
+    Operation.TEST: "TEST_COMPLETE",
+    Operation.CLEANUP: "READY_STATE",
+    Operation.RECOVERY: "RECOVERY_COMPLETE",
+    Operation.REPROTECT: "READY_STATE",
+    Operation.CANCEL: None,
+}
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=["WebhookRejected", "WebhookNotConfigured"],
+)
+
+
+class _Stop(Exception):
+    """Ends the script early with the outcome already recorded in the result."""
+
+
+async def notify_webhook(target: WebhookTarget | None, event: str, payload: dict[str, Any]) -> bool:
+    """POST ``payload`` to the target through the retried ``send_webhook`` activity.
+
+    A notification never fails the run: after the last retry it is logged and dropped.
+    """
+    if target is None:
+        return False
+    delivery = f"{workflow.info().workflow_id}/{workflow.info().run_id}/{event}"
+    try:
+        await workflow.execute_activity(
+            "send_webhook",
+            WebhookInput(url=target.url, event=event, delivery_id=delivery, payload=payload),
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(minutes=10),
+            retry_policy=WEBHOOK_RETRY,
+        )
+    except ActivityError as err:
+        workflow.logger.warning("webhook not delivered", extra={"event": event, "error": str(err)})
+        return False
+    return True
+
+
+@workflow.defn
+class PlanOperationWorkflow:
+    """Run one action on one recovery plan: precheck, start or adopt, wait, verify."""
+
+    def __init__(self) -> None:
+        self._result = OperationResult()
+        self._step = "pending"
+        self._pre: OperationPrecheckResult | None = None
+        self._start: asyncio.Future[StartOperationResult] | None = None
+        self._poll = 5.0
+
+    @workflow.run
+    async def run(self, inp: PlanOperationInput) -> OperationResult:
+        """Run the steps and return how the plan ended."""
+        self._poll = inp.poll_interval_seconds
+        self._result = OperationResult(
+            site=inp.site,
+            pairing_id=inp.pairing_id,
+            plan_id=inp.plan_id,
+            operation=inp.operation,
+            started_at=workflow.now(),
+        )
+        try:
+            await self._script(inp)
+        except _Stop:
+            pass
+        except asyncio.CancelledError:
+            await self._on_cancel(inp)
+        self._step = "done"
+        self._result.ended_at = workflow.now()
+        workflow.logger.info(
+            "operation finished",
+            extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},
+        )
+        return self._result
+
+    @workflow.query
+    def progress(self) -> OperationProgress:
+        """Current step, SRM task and (when finished) the outcome."""
+        return OperationProgress(
+            operation=self._result.operation,
+            step=self._step,
+            plan_id=self._result.plan_id,
+            srm_task_id=self._result.srm_task_id,
+            outcome=self._result.outcome if self._step == "done" else None,
+        )
+
+    async def _script(self, inp: PlanOperationInput) -> None:
+        pre = await self._precheck(inp)
+        if pre.action is OperationAction.ALREADY_DONE:
+            self._finish(OperationOutcome.ALREADY_DONE, sites=pre.sites)
+            return
+        started = await self._begin(inp, pre)
+        if started.already_done:
+            self._finish(OperationOutcome.ALREADY_DONE, sites=started.sites)
+            return
+        outcome = await self._wait(inp, pre, started)
+        self._judge(inp.operation, outcome)
+        if not inp.verify:
+            self._result.verified_at = workflow.now()
+            self._finish(OperationOutcome.DONE, sites=outcome.sites)
+            return
+        await self._verify(inp, pre)
+
+    async def _precheck(self, inp: PlanOperationInput) -> OperationPrecheckResult:
+        self._step = "precheck"
+        pre: OperationPrecheckResult = await self._guard(
+            workflow.execute_activity_method(
+                OperationActivities.precheck_operation,
+                OperationPrecheckInput(
+                    site=inp.site,
+                    pairing_id=inp.pairing_id,
+                    plan_id=inp.plan_id,
+                    operation=inp.operation,
+                ),
+                start_to_close_timeout=policies.PRECHECK_START_TO_CLOSE,
+                schedule_to_close_timeout=policies.PRECHECK_SCHEDULE_TO_CLOSE,
+                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
+                retry_policy=policies.SRM_CALL_RETRY,
+            )
+        )
+        self._pre = pre
+        res = self._result
+        res.pairing_id, res.plan_id, res.plan_name = pre.pairing_id, pre.plan_id, pre.plan_name
+        res.initial_plan_status = res.final_plan_status = pre.plan_status
+        res.sites_before = pre.sites
+        res.warnings.extend(pre.warnings)
+        return pre
+
+    async def _begin(
+        self, inp: PlanOperationInput, pre: OperationPrecheckResult
+    ) -> StartOperationResult:
+        """Start or adopt; shielded so a cancel never leaves a POST in flight unseen."""
+        self._step = "start"
+        self._result.task_started_at = workflow.now()
+        self._start = workflow.start_activity_method(
+            OperationActivities.start_operation,
+            StartOperationInput(
+                site=inp.site,
+                pairing_id=pre.pairing_id,
+                plan_id=pre.plan_id,
+                operation=inp.operation,
+                forced=inp.forced,
+                sync_data=inp.sync_data,
+                planned_failover=inp.planned_failover,
+                baseline_task_ids=pre.baseline_task_ids,
+            ),
+            start_to_close_timeout=policies.START_START_TO_CLOSE,
+            schedule_to_close_timeout=policies.START_SCHEDULE_TO_CLOSE,
+            heartbeat_timeout=policies.heartbeat_timeout(self._poll),
+            retry_policy=policies.SRM_CALL_RETRY,
+        )
+        started: StartOperationResult = await self._guard(asyncio.shield(self._start))
+        self._record_start(started)
+        return started
+
+    def _record_start(self, started: StartOperationResult) -> None:
+        self._result.final_plan_status = started.plan_status
+        self._result.srm_task_id = started.task_id or self._result.srm_task_id
+        self._result.adopted = self._result.adopted or started.adopted
+
+    async def _wait(
+        self, inp: PlanOperationInput, pre: OperationPrecheckResult, started: StartOperationResult
+    ) -> TaskOutcome:
+        if started.task_id is None:
+            return TaskOutcome(task_id="", status="UNKNOWN", plan_status=started.plan_status)
+        self._step = "srm_task"
+        outcome: TaskOutcome = await self._guard(
+            workflow.execute_activity_method(
+                SrmActivities.wait_for_task,
+                WaitForTaskInput(
+                    site=inp.site,
+                    pairing_id=pre.pairing_id,
+                    plan_id=pre.plan_id,
+                    task_id=started.task_id,
+                    poll_interval_seconds=inp.poll_interval_seconds,
+                ),
+                schedule_to_close_timeout=policies.WAIT_SCHEDULE_TO_CLOSE,
+                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
+                retry_policy=policies.WAIT_RETRY,
+            )
+        )
+        self._result.final_plan_status = outcome.plan_status
+        self._result.sites_after = outcome.sites
+        return outcome
+
+    def _judge(self, operation: Operation, outcome: TaskOutcome) -> None:
+        """Stop with FAILED/CANCELLED unless the task left the plan where the action leads."""
+        res = self._result
+        if operation is Operation.CANCEL:
+            return
+        done = DONE_STATUS[operation]
+        if outcome.status in ("SUCCESS", "UNKNOWN") and outcome.plan_status == done:
+            return
+        res.srm_error = outcome.error_message
+        srm_says = f": SRM says {outcome.error_message!r}" if outcome.error_message else ""
+        if outcome.status == "CANCELLED":
+            reason = f"SRM task {outcome.task_id} was cancelled outside srmflow"
+            self._finish(OperationOutcome.CANCELLED, reason=f"{reason}; plan {outcome.plan_status}")
+        else:
+            self._finish(
+                OperationOutcome.FAILED,
+                reason=f"{operation} task {outcome.task_id} ended {outcome.status} and the plan "
+                f"is {outcome.plan_status}{srm_says}",
+                error_type="TaskFailed",
+            )
+        raise _Stop
+
+    async def _verify(self, inp: PlanOperationInput, pre: OperationPrecheckResult) -> None:
+        self._step = "verify"
+        expected = inp.expected_sites or self._expected_sites(inp.operation, pre)
+        found = await self._guard(
+            workflow.execute_activity_method(
+                OperationActivities.verify_operation,
+                VerifyOperationInput(
+                    site=inp.site,
+                    pairing_id=pre.pairing_id,
+                    plan_id=pre.plan_id,
+                    operation=inp.operation,
+                    expected_sites=expected,
+                    settle_seconds=max(10.0, 2 * inp.poll_interval_seconds),
+                ),
+                start_to_close_timeout=policies.VERIFY_START_TO_CLOSE,
+                schedule_to_close_timeout=policies.VERIFY_SCHEDULE_TO_CLOSE,
+                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
+                retry_policy=policies.SRM_CALL_RETRY,
+            )
+        )
+        self._result.final_plan_status = found.plan_status
+        self._result.warnings.extend(found.warnings)
+        if found.ok:
+            self._result.verified_at = workflow.now()
+            self._finish(OperationOutcome.DONE, sites=found.sites)
+            return
+        self._finish(
+            OperationOutcome.FAILED,
+            sites=found.sites,
+            reason="verification failed: " + "; ".join(found.problems),
+            error_type="VerificationFailed",
+        )
+
+    @staticmethod
+    def _expected_sites(operation: Operation, pre: OperationPrecheckResult) -> Sites | None:
+        if operation is Operation.REPROTECT:
+            return pre.sites.swapped() if pre.action is OperationAction.START else None
+        return pre.sites
+
+    async def _on_cancel(self, inp: PlanOperationInput) -> None:
+        """Cancel the SRM task, if one may be running, then report CANCELLED."""
+        self._step = "cancel"
+        if self._start is not None and not self._start.done():
+            with suppress(ActivityError):
+                self._record_start(await self._start)
+        pre, reason = self._pre, "cancelled before the operation was started"
+        if pre is not None and self._start is not None:
+            result = await workflow.execute_activity_method(
+                OperationActivities.cancel_operation,
+                CancelOperationInput(
+                    site=inp.site,
+                    pairing_id=pre.pairing_id,
+                    plan_id=pre.plan_id,
+                    operation=inp.operation,
+                    task_id=self._result.srm_task_id,
+                    poll_interval_seconds=min(inp.poll_interval_seconds, 5.0),
+                ),
+                start_to_close_timeout=policies.CANCEL_START_TO_CLOSE,
+                schedule_to_close_timeout=policies.CANCEL_SCHEDULE_TO_CLOSE,
+                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
+                retry_policy=policies.SRM_CALL_RETRY,
+            )
+            self._result.final_plan_status = result.plan_status or self._result.final_plan_status
+            reason = (
+                f"cancelled; SRM task ended {result.task_status}"
+                if result.requested
+                else (f"cancelled; {result.message}")
+            )
+        self._finish(OperationOutcome.CANCELLED, reason=reason)
+
+    def _finish(
+        self,
+        outcome: OperationOutcome,
+        *,
+        sites: Sites | None = None,
+        reason: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        res = self._result
+        res.outcome = outcome
+        res.sites_after = sites or res.sites_after
+        res.reason = reason or res.reason
+        res.error_type = error_type or res.error_type
+
+    async def _guard(self, awaitable: Any) -> Any:
+        """Await an activity; its final failure becomes outcome FAILED with a reason."""
+        try:
+            return await awaitable
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledFailure):
+                raise asyncio.CancelledError from None
+            cause = err.cause
+            step = self._step
+            if isinstance(cause, ApplicationError):
+                self._finish(
+                    OperationOutcome.FAILED,
+                    reason=f"{step}: {cause.message}",
+                    error_type=cause.type,
+                )
+            else:
+                self._finish(
+                    OperationOutcome.FAILED,
+                    reason=f"{step}: {cause or err}",
+                    error_type="ActivityFailed",
+                )
+            raise _Stop from None
