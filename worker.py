@@ -18,6 +18,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.bulk import BulkActivities
+from activities.notify import NotifyActivities
+from activities.operations import OperationActivities
 from activities.srm import SrmActivities
 from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
@@ -25,17 +27,32 @@ from srmflow.settings import ConfigError, Settings, load_settings
 from srmflow.srm.client import SrmClient
 from srmflow.temporal import build_runtime, connect
 from workflows.bulk import BulkReprotectWorkflow
+from workflows.drill import DrillWorkflow
+from workflows.operation import PlanOperationWorkflow
 from workflows.reprotect import ReprotectPlanWorkflow
 
 log = structlog.get_logger("srmflow.worker")
 
-WORKFLOWS: list[type] = [ReprotectPlanWorkflow, BulkReprotectWorkflow]
+WORKFLOWS: list[type] = [
+    ReprotectPlanWorkflow,
+    BulkReprotectWorkflow,
+    PlanOperationWorkflow,
+    DrillWorkflow,
+]
 
 
-def build_activities(srm: dict[str, SrmClient], temporal: Client) -> list[Callable[..., Any]]:
+def build_activities(
+    srm: dict[str, SrmClient],
+    temporal: Client,
+    *,
+    webhook_secret: str | None = None,
+    http: aiohttp.ClientSession | None = None,
+) -> list[Callable[..., Any]]:
     """Every activity method this worker registers, bound to the injected clients."""
     acts = SrmActivities(srm)
     bulk = BulkActivities(acts, temporal)
+    ops = OperationActivities(acts)
+    notify = NotifyActivities(webhook_secret, http)
     return [
         acts.precheck,
         acts.start_reprotect,
@@ -44,7 +61,18 @@ def build_activities(srm: dict[str, SrmClient], temporal: Client) -> list[Callab
         acts.cancel_task,
         bulk.resolve_selection,
         bulk.await_reprotect_workflow,
+        ops.precheck_operation,
+        ops.start_operation,
+        ops.verify_operation,
+        ops.cancel_operation,
+        notify.send_webhook,
     ]
+
+
+def _webhook_secret(settings: Settings) -> str | None:
+    """SRMFLOW_WEBHOOK_SECRET in clear, for the notify activity only."""
+    secret = settings.webhook_secret
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _connector_limit(settings: Settings) -> int:
@@ -62,7 +90,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=build_activities(srm, client),
+            activities=build_activities(
+                srm, client, webhook_secret=_webhook_secret(settings), http=http
+            ),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),

@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from workflows.bulk_models import BulkReprotectResult, PlanSummary
+from workflows.drill_models import DrillResult
 from workflows.models import ReprotectPlanResult
 
 FORMATS = ("md", "json", "html", "csv")
@@ -306,4 +307,141 @@ def render_html(report: RunReport) -> str:
         f"<h2>Timeline</h2>{_timeline_svg(report)}"
         f'<h2>Plans</h2><table class="plans"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></body></html>\n"
+    )
+
+
+# Drill reports ---------------------------------------------------------------------------
+
+DRILL_COLUMNS = [
+    "plan_id",
+    "plan_name",
+    "state",
+    "verdict",
+    "rto_seconds",
+    "rto_target_seconds",
+    "rto_passed",
+    "return_rto_seconds",
+    "last_completed_step",
+    "failed_step",
+    "plan_status",
+    "protected_site",
+    "recovery_site",
+    "in_original_direction",
+    "started_at",
+    "ended_at",
+    "approved_by",
+    "reason",
+    "next_action",
+]
+DRILL_STATE_COLOURS = {
+    "PASSED": "#2e7d32",
+    "FAILED": "#c62828",
+    "NOT_STARTED": "#757575",
+    "CANCELLED": "#6d4c41",
+    "RUNNING": "#1565c0",
+    "PENDING": "#9e9e9e",
+}
+
+
+def _drill_rows(result: DrillResult) -> list[dict[str, Any]]:
+    rows = []
+    for row in result.plans:
+        data: dict[str, Any] = row.model_dump(mode="json", include=set(DRILL_COLUMNS))
+        sites = row.sites_now or row.sites_before
+        data["protected_site"] = sites.protected_site_name if sites else None
+        data["recovery_site"] = sites.recovery_site_name if sites else None
+        for key in ("rto_seconds", "return_rto_seconds"):
+            if data.get(key) is not None:
+                data[key] = round(float(data[key]), 1)
+        rows.append({column: data.get(column) for column in DRILL_COLUMNS})
+    return rows
+
+
+def _drill_summary(result: DrillResult) -> list[tuple[str, str]]:
+    target = result.rto_target_seconds
+    return [
+        ("Mode", result.mode.value),
+        ("Verdict", "PASS" if result.passed else "FAIL"),
+        ("Site / pairing", f"{result.site} / {result.pairing_id}"),
+        ("Requested by", result.requested_by or "-"),
+        ("Started", str(result.started_at)),
+        ("Ended", str(result.ended_at)),
+        ("Duration (s)", f"{result.duration_seconds:.1f}"),
+        ("RTO target (s)", f"{target:.0f}" if target is not None else "-"),
+        ("Max RTO (s)", f"{result.max_rto_seconds:.1f}" if result.max_rto_seconds else "-"),
+        ("Plans", ", ".join(f"{k} {v}" for k, v in result.counts.items() if v) or "-"),
+        ("Unknown plan ids", ", ".join(result.unknown_plan_ids) or "-"),
+        ("Stop reason", result.stop_reason or "-"),
+    ]
+
+
+def render_drill(result: DrillResult, fmt: str) -> str:
+    """A drill report (per-plan RTO, verdict, where each plan stands) in one of FORMATS."""
+    if fmt == "json":
+        return json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=DRILL_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_drill_rows(result))
+        return out.getvalue()
+    if fmt == "md":
+        return render_drill_md(result)
+    if fmt == "html":
+        return render_drill_html(result)
+    raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+DRILL_TABLE = [
+    ("plan", "plan_name"),
+    ("state", "state"),
+    ("verdict", "verdict"),
+    ("RTO s", "rto_seconds"),
+    ("return RTO s", "return_rto_seconds"),
+    ("last step done", "last_completed_step"),
+    ("plan status", "plan_status"),
+    ("protected at", "protected_site"),
+    ("next action / reason", "next_action"),
+]
+
+
+def render_drill_md(result: DrillResult) -> str:
+    """Markdown drill report for tickets and DR audit records."""
+    lines = [f"# srmflow {result.mode.value} drill report", ""]
+    lines += [f"- **{k}**: {_md_cell(v)}" for k, v in _drill_summary(result)]
+    lines += ["", "## Plans", "", "| " + " | ".join(h for h, _ in DRILL_TABLE) + " |"]
+    lines.append("|" + " --- |" * len(DRILL_TABLE))
+    for data in _drill_rows(result):
+        data["plan_name"] = data["plan_name"] or data["plan_id"]
+        if data["reason"]:
+            data["next_action"] = f"{data['reason']}. Next: {data['next_action'] or '-'}"
+        lines.append("| " + " | ".join(_md_cell(data[key]) for _, key in DRILL_TABLE) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_drill_html(result: DrillResult) -> str:
+    """Self-contained HTML drill report (no external URL)."""
+    esc = html.escape
+    summary = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in _drill_summary(result)
+    )
+    head = "".join(f"<th>{esc(h)}</th>" for h, _ in DRILL_TABLE)
+    body = []
+    for data in _drill_rows(result):
+        data["plan_name"] = data["plan_name"] or data["plan_id"]
+        if data["reason"]:
+            data["next_action"] = f"{data['reason']}. Next: {data['next_action'] or '-'}"
+        colour = DRILL_STATE_COLOURS.get(str(data["state"]), "#999")
+        tds = "".join(
+            f"<td>{esc('' if data[key] is None else str(data[key]))}</td>" for _, key in DRILL_TABLE
+        )
+        body.append(f'<tr style="border-left:4px solid {colour}">{tds}</tr>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>srmflow {esc(result.mode.value)} drill</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:13px}"
+        f"</style></head><body><h1>srmflow {esc(result.mode.value)} drill report</h1>"
+        f"<table>{summary}</table><h2>Plans</h2><table><tr>{head}</tr>{''.join(body)}</table>"
+        "</body></html>\n"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
+from workflows.drill_models import DrillInput, DrillResult, OperationResult, PlanOperationInput
 from workflows.models import ReprotectPlanInput, ReprotectPlanResult
 
 # File stem -> (model, mode): inputs are validated, results are serialised.
@@ -21,6 +22,10 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "ReprotectPlanResult": (ReprotectPlanResult, "serialization"),
     "BulkReprotectInput": (BulkReprotectInput, "validation"),
     "BulkReprotectResult": (BulkReprotectResult, "serialization"),
+    "PlanOperationInput": (PlanOperationInput, "validation"),
+    "OperationResult": (OperationResult, "serialization"),
+    "DrillInput": (DrillInput, "validation"),
+    "DrillResult": (DrillResult, "serialization"),
 }
 
 

@@ -197,6 +197,13 @@ class Settings(BaseSettings):
         description="File holding SRMFLOW_ENCRYPTION_KEYS (secrets)",
     )
 
+    # Signing secret of drill/run webhooks (HMAC-SHA256); the worker holds it, never history.
+    webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias="SRMFLOW_WEBHOOK_SECRET",
+        description="HMAC-SHA256 key signing webhook notifications",
+    )
+
     # Logging and worker.
     log_level: str = Field("INFO", validation_alias="SRMFLOW_LOG_LEVEL", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field(

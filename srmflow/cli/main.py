@@ -16,7 +16,7 @@ from srmflow.entry import hard_exit
 
 # name -> (module, attribute, one-line help shown in `srmflow --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "reprotect": ("srmflow.cli.reprotect", "reprotect", "Reprotect one plan (start or attach)."),
+    "reprotect": ("srmflow.cli.reprotect", "reprotect", "Reprotect one plan or a bulk selection."),
     "worker": ("srmflow.cli.worker", "worker", "Run a Temporal worker for srmflow."),
     "sim": ("srmflow.simulator.cli", "sim", "Run the SRM simulator (spec-faithful, with faults)."),
     "doctor": ("srmflow.cli.doctor", "doctor", "Check the Temporal connection and SRM logins."),
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "runs": ("srmflow.cli.runs", "runs", "List recent bulk runs."),
     "report": ("srmflow.cli.report", "report", "Report of a run (md, json, html, csv)."),
     "plans": ("srmflow.cli.plans", "plans", "List SRM recovery plans (read-only)."),
+    "drill": ("srmflow.cli.drill", "drill", "Test/failback drills with RTO, now or scheduled."),
 }
 
 EXIT_OK = 0
