@@ -22,8 +22,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Most tests wait on SRM task polls and Temporal timers, so three processes on two cores pay
+# off; --dist loadfile keeps each module (and its fixtures) in one process.
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 demo: install
 	$(BIN)/srmflow demo
