@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.bulk import BulkActivities
@@ -23,6 +24,7 @@ from activities.operations import OperationActivities
 from activities.srm import SrmActivities
 from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
+from srmflow.metrics import SrmflowMetrics
 from srmflow.settings import ConfigError, Settings, load_settings
 from srmflow.srm.client import SrmClient
 from srmflow.temporal import build_runtime, connect
@@ -47,9 +49,10 @@ def build_activities(
     *,
     webhook_secret: str | None = None,
     http: aiohttp.ClientSession | None = None,
+    metrics: SrmflowMetrics | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity method this worker registers, bound to the injected clients."""
-    acts = SrmActivities(srm)
+    acts = SrmActivities(srm, metrics)
     bulk = BulkActivities(acts, temporal)
     ops = OperationActivities(acts)
     notify = NotifyActivities(webhook_secret, http)
@@ -82,16 +85,25 @@ def _connector_limit(settings: Settings) -> int:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the worker until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
     stop = stop or _signal_event()
-    client = await connect(settings, runtime=build_runtime(settings.metrics_bind))
+    runtime = build_runtime(settings.metrics_bind)
+    client = await connect(settings, runtime=runtime)
+    metrics = SrmflowMetrics((runtime or Runtime.default()).metric_meter)
     connector = aiohttp.TCPConnector(limit=_connector_limit(settings))
     async with aiohttp.ClientSession(connector=connector) as http:
-        srm = {name: SrmClient(site, session=http) for name, site in settings.sites.items()}
+        srm = {
+            name: SrmClient(site, session=http, observer=metrics.srm_request)
+            for name, site in settings.sites.items()
+        }
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=build_activities(
-                srm, client, webhook_secret=_webhook_secret(settings), http=http
+                srm,
+                client,
+                webhook_secret=_webhook_secret(settings),
+                http=http,
+                metrics=metrics,
             ),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

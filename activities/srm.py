@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import is_retryable, to_application_error
+from srmflow.metrics import SrmflowMetrics
 from srmflow.srm.client import SrmClient
 from srmflow.srm.errors import SrmError, SrmHttpError, SrmNotFoundError
 from srmflow.srm.models import (
@@ -238,8 +239,11 @@ async def _sleep_or_shutdown(seconds: float) -> None:
 class SrmActivities:
     """Activities driving SRM reprotects; one SrmClient per configured site is injected."""
 
-    def __init__(self, clients: Mapping[str, SrmClient]) -> None:
+    def __init__(
+        self, clients: Mapping[str, SrmClient], metrics: SrmflowMetrics | None = None
+    ) -> None:
         self._clients = dict(clients)
+        self._metrics = metrics
 
     def client(self, site: str) -> SrmClient:
         """The SrmClient of ``site``, or a non-retryable UnknownSite error."""
@@ -494,12 +498,16 @@ class SrmActivities:
         client = self.client(inp.site)
         previous = _previous_progress(inp.task_id)
         interval = max(1.0, inp.poll_interval_seconds)
-        with _bound_log(site=inp.site, plan_id=inp.plan_id, task_id=inp.task_id):
+        with (
+            _bound_log(site=inp.site, plan_id=inp.plan_id, task_id=inp.task_id),
+            self._following(inp.site) as finished,
+        ):
             if previous is not None:
                 log.info("wait_resumed", progress=previous.progress, polls=previous.polls)
             async with _heartbeat_ticker():
                 _set_heartbeat(previous or TaskProgress(task_id=inp.task_id))
                 task = await self._poll_until_terminal(client, inp, previous, interval)
+                finished.append(task)
                 with _srm_errors("wait_for_task"):
                     plan = await client.get_plan(inp.pairing_id, inp.plan_id)
             message = None
@@ -516,6 +524,23 @@ class SrmActivities:
                 queued_time_ms=task.queued_time if task is not None else None,
                 complete_time_ms=task.complete_time if task is not None else None,
             )
+
+    @contextlib.contextmanager
+    def _following(self, site: str) -> Iterator[list[Task | None]]:
+        """Count the SRM task as in flight while followed; record its duration when it ends."""
+        finished: list[Task | None] = []
+        if self._metrics is not None:
+            self._metrics.task_started(site)
+        try:
+            yield finished
+        finally:
+            if self._metrics is not None:
+                task = finished[0] if finished else None
+                seconds = None
+                if task is not None and task.queued_time and task.complete_time:
+                    seconds = (task.complete_time - task.queued_time) / 1000
+                status = task.status if task is not None else None
+                self._metrics.task_finished(site, status=status, seconds=seconds)
 
     async def _poll_until_terminal(
         self,

@@ -77,6 +77,10 @@ class ReprotectPlanWorkflow:
         except asyncio.CancelledError:
             await self._on_cancel(inp)
         self._step = Step.DONE
+        # Metrics are not commands: recording them changes nothing in history or on replay.
+        workflow.metric_meter().create_counter(
+            "srmflow_plans_finished", "Plans whose reprotect workflow ended, by outcome"
+        ).add(1, {"site": inp.site, "outcome": self._result.outcome.value})
         workflow.logger.info(
             "reprotect finished",
             extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},

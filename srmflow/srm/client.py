@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -65,6 +65,14 @@ MAX_PAGES = 10_000
 # History-report generation is a read; wait for it briefly, never like an action task.
 HISTORY_POLL_DELAYS = (0.1, 0.2, 0.3, 0.5, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0)
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP exchange with SRM (srmflow.metrics.SrmflowMetrics.srm_request)."""
+
+    def __call__(
+        self, *, site: str, method: str, path: str, status: int | str, seconds: float
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +179,15 @@ def _history_items(result: Any) -> list[Any]:
 class SrmClient:
     """Client of one SRM site's REST API; use as ``async with SrmClient(site) as srm``."""
 
-    def __init__(self, site: SrmSiteSettings, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        site: SrmSiteSettings,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        observer: RequestObserver | None = None,
+    ) -> None:
         self._site = site
+        self._observer = observer
         self._base = site.url.rstrip("/")
         self._session = session
         self._owns_session = session is None
@@ -581,6 +596,35 @@ class SrmClient:
         return self._json(response, method, path)
 
     async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query | None = None,
+        json: Any = None,
+        session_id: str | None = None,
+        auth: str | None = None,
+    ) -> _Response:
+        """One HTTP exchange, reported to the observer (metrics) with its status or error."""
+        started = time.monotonic()
+        try:
+            response = await self._exchange(
+                method, path, query=query, json=json, session_id=session_id, auth=auth
+            )
+        except SrmConnectionError as exc:
+            self._observe(method, path, exc.kind, started)
+            raise
+        self._observe(method, path, response.status, started)
+        return response
+
+    def _observe(self, method: str, path: str, status: int | str, started: float) -> None:
+        if self._observer is not None:
+            seconds = time.monotonic() - started
+            self._observer(
+                site=self.site_name, method=method, path=path, status=status, seconds=seconds
+            )
+
+    async def _exchange(
         self,
         method: str,
         path: str,
