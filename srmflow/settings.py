@@ -223,6 +223,13 @@ class Settings(BaseSettings):
         validation_alias="SRMFLOW_MAX_CONCURRENT_WORKFLOW_TASKS",
         description="Per worker",
     )
+    sticky_queue_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias="SRMFLOW_STICKY_QUEUE_TIMEOUT_SECONDS",
+        description="How long a workflow task waits for the worker that cached it (lost "
+        "worker -> another takes over after this)",
+    )
     graceful_shutdown_seconds: float = Field(
         90.0,
         gt=0,

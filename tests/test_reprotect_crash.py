@@ -50,6 +50,8 @@ def worker_env(
     env["SRMFLOW_TASK_QUEUE"] = task_queue
     env["SRMFLOW_LOG_LEVEL"] = "INFO"
     env["SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS"] = "10"
+    # A killed worker's cached workflows move on after this, not the 10 s default.
+    env["SRMFLOW_STICKY_QUEUE_TIMEOUT_SECONDS"] = "2"
     return env
 
 
