@@ -517,6 +517,12 @@ async def test_injected_statuses_and_reset(sim: SimHandle) -> None:
         await api.call("POST", "/session", headers={"Authorization": api.basic("a", "b")})
     assert (await api.call("GET", "/pairings"))[0] == 200
     assert (await sim.journal())[-1]["fault"] == "reset"
+    assert (await sim.admin("GET", "state"))["faults_injected"] == {
+        "503": 1,
+        "429": 1,
+        "500": 1,
+        "reset": 1,
+    }
 
 
 async def test_error_rate_on_path_and_journal_of_faults(sim: SimHandle) -> None:
@@ -533,7 +539,8 @@ async def test_error_rate_on_path_and_journal_of_faults(sim: SimHandle) -> None:
         pid,
         None,
     )
-    assert sim.state.reprotect_posts == {pid: 1}
+    # Refused by the fault: journalled, but not counted as an accepted reprotect.
+    assert sim.state.reprotect_posts == {}
     await sim.admin("POST", "reset-journal")
     assert await sim.journal() == []
 
@@ -614,3 +621,27 @@ async def test_tls(make_sim: MakeSim) -> None:
     api = Api(sim)
     await api.login()
     assert sim.env()["SRMFLOW_SRM_URL"] == sim.base_url
+
+
+async def test_requests_are_counted_by_route_reads_included(sim: SimHandle) -> None:
+    api = Api(sim)
+    await api.login()
+    pid = plan_id(sim, "plan-001")
+    await api.plan(pid)
+    await api.plan(pid)
+    assert (await api.action(pid, "reprotect"))[0] == 202
+    requests = (await sim.admin("GET", "state"))["requests"]
+    plan_route = "/pairings/{pairing_id}/recovery-management/plans/{plan_id}"
+    assert requests["GET " + plan_route] == 2
+    assert requests["POST " + plan_route + "/actions/reprotect"] == 1
+    assert requests["POST /session"] == 1
+    assert requests["POST /pairings/{pairing_id}/remote-session"] == 1
+    await sim.admin("POST", "reset-journal")
+    assert (await sim.admin("GET", "state"))["requests"] == {}
+
+
+async def test_state_shows_task_end_times(make_sim: MakeSim) -> None:
+    sim, api, _ = await manual(make_sim, plans=1)
+    assert (await api.action(plan_id(sim, "plan-001"), "reprotect"))[0] == 202
+    (task,) = (await sim.admin("GET", "state"))["tasks"]
+    assert task["end_ms"] - task["created_ms"] == 10_500  # 0.5 s queued, then 10 s running

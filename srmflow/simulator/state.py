@@ -378,6 +378,9 @@ class SimState:
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.journal: list[JournalEntry] = []
         self.reprotect_posts: dict[str, int] = {}
+        # Every API request (reads too) by "METHOD /route/{template}", for request budgets.
+        self.requests: dict[str, int] = {}
+        self.faults_injected: dict[str, int] = {}
         self.conflicts_rejected = 0
         self._run_key = 1000
         self._vm_seq = 1000
@@ -942,8 +945,20 @@ class SimState:
     def record(self, entry: JournalEntry) -> None:
         """Append to the journal."""
         self.journal.append(entry)
-        if entry.method == "POST" and entry.path.endswith("/actions/reprotect") and entry.plan_id:
+        # Only accepted POSTs count: a refused one (401, 4xx, injected 5xx) started nothing.
+        accepted = 200 <= entry.status < 300
+        if (
+            accepted
+            and entry.method == "POST"
+            and entry.path.endswith("/actions/reprotect")
+            and entry.plan_id
+        ):
             self.reprotect_posts[entry.plan_id] = self.reprotect_posts.get(entry.plan_id, 0) + 1
+
+    def count_request(self, method: str, route: str) -> None:
+        """Count one API request, whatever its answer, under ``METHOD route``."""
+        key = f"{method} {route}"
+        self.requests[key] = self.requests.get(key, 0) + 1
 
     def concurrency(self) -> dict[str, Any]:
         """Evidence for bulk tests: peak operations in flight, and any group-sharing overlap."""
@@ -994,11 +1009,15 @@ class SimState:
                     "kind": t.kind,
                     "plan_id": t.plan_id,
                     "status": t.status(self.clock.monotonic()),
+                    "created_ms": t.created_ms,
+                    "end_ms": t.created_ms + int((t.end - t.created) * 1000),
                 }
                 for t in self.tasks.values()
             ],
             "sessions": len(self.sessions),
             "reprotect_posts": dict(self.reprotect_posts),
+            "requests": dict(self.requests),
+            "faults_injected": dict(self.faults_injected),
             "conflicts_rejected": self.conflicts_rejected,
             "faults": self.faults.config.model_dump(),
             **self.concurrency(),
