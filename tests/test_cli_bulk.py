@@ -165,3 +165,46 @@ async def test_plans_lists_and_filters_straight_from_srm(
     assert code == 0, err
     assert out.splitlines()[0].startswith("2 of 5 plans")
     assert not [e for e in await sim.journal() if e["method"] == "POST" and "actions" in e["path"]]
+
+
+async def test_encrypted_run_reads_back_through_the_cli_and_a_wrong_key_is_named(
+    dev_env: Any, task_queue: str, temporal_address: str, make_sim: MakeSim
+) -> None:
+    from temporalio.client import Client as TemporalClient
+
+    from srmflow.codec import codec_from_keys, data_converter, new_key
+    from tests.bulk_support import start_bulk
+    from workflows.bulk_models import BulkReprotectInput
+
+    ring = new_key("k-live")
+    codec = codec_from_keys(ring)
+    secret_client = await TemporalClient.connect(
+        temporal_address, data_converter=data_converter(codec)
+    )
+    sim = await make_sim(plans=2, fail_plans={"plan-002": "LUN-SECRET-77 is gone"})
+    site = unique_site()
+    run_id = f"bulk-reprotect/{site}/encrypted"
+    async with bulk_worker(secret_client, task_queue, sim, site):
+        handle = await start_bulk(
+            secret_client,
+            task_queue,
+            BulkReprotectInput(
+                site=site, all_recovered=True, poll_interval_seconds=1, approval_timeout_seconds=1
+            ),
+            run_id,
+        )
+        await handle.result()
+
+    history = (await dev_env.client.get_workflow_handle(run_id).fetch_history()).to_json()
+    assert "plan-002" not in history
+    env = cli_env(temporal_address, task_queue, sim)
+    code, out, err = await cli(
+        {**env, "SRMFLOW_ENCRYPTION_KEYS": ring}, "report", run_id, "--format", "md"
+    )
+    assert code == 0, err
+    assert "LUN-SECRET-77 is gone" in out
+    wrong = new_key("k-live")
+    code, out, err = await cli({**env, "SRMFLOW_ENCRYPTION_KEYS": wrong}, "report", run_id)
+    assert code == 2
+    assert "k-live" in err
+    assert wrong.split(":")[1] not in err

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from srmflow.codec import PayloadDecryptionError
 from srmflow.entry import hard_exit
 
 # name -> (module, attribute, one-line help shown in `srmflow --help`)
@@ -86,6 +87,13 @@ def run(args: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
+    except PayloadDecryptionError as exc:
+        click.echo(f"srmflow: {exc}", err=True)
+        return EXIT_USAGE
+    except Exception as exc:
+        # One clear line instead of a traceback; the exit code still says it failed.
+        click.echo(f"srmflow: {type(exc).__name__}: {exc}", err=True)
+        return EXIT_FAILED
     return int(result) if isinstance(result, int) else EXIT_OK
 
 
