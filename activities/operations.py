@@ -20,20 +20,23 @@ from activities.errors import is_retryable, to_application_error
 from activities.srm import (
     BLOCKED_ADVICE,
     SrmActivities,
+    _add_plan_issues,
+    _adopted,
     _bound_log,
     _heartbeat_ticker,
+    _hinted_task,
     _issue_text,
-    _previous_progress,
+    _plan_tasks,
     _set_heartbeat,
+    _settled_verify,
     _sites,
     _srm_errors,
 )
 from srmflow.srm.client import SrmClient
-from srmflow.srm.errors import SrmError, SrmHttpError, SrmNotFoundError
+from srmflow.srm.errors import SrmError, SrmHttpError
 from srmflow.srm.models import (
     TERMINAL_TASK_STATUSES,
     HistoryReport,
-    IssueStatus,
     OperationType,
     PlanStatus,
     RecoveryPlan,
@@ -232,18 +235,13 @@ class OperationActivities:
             warnings=warnings,
         )
         if action is not OperationAction.ALREADY_DONE:
-            tasks = await self._plan_tasks(client, plan.id)
+            tasks = await _plan_tasks(client, plan.id)
             result.baseline_task_ids = [t.id for t in tasks]
             spec = OPERATIONS[inp.operation]
             running = [t for t in tasks if not t.is_terminal and _is_ours(t, spec)]
             result.running_task_id = running[0].id if running else None
         log.info("operation_precheck_done", plan_status=plan.status, action=action.value)
         return result
-
-    @staticmethod
-    async def _plan_tasks(client: SrmClient, plan_id: str) -> list[Task]:
-        tasks = await client.list_tasks(filter_property="entity", filters=[plan_id])
-        return [t for t in tasks if t.entity == plan_id]
 
     # --- start or adopt -----------------------------------------------------------------------
 
@@ -280,7 +278,7 @@ class OperationActivities:
         return await self._post(client, inp, plan)
 
     async def _running_tasks(self, client: SrmClient, plan_id: str) -> list[Task]:
-        tasks = await self._plan_tasks(client, plan_id)
+        tasks = await _plan_tasks(client, plan_id)
         return [t for t in tasks if not t.is_terminal and task_kind(t) != "history"]
 
     async def _find_ours(
@@ -288,18 +286,13 @@ class OperationActivities:
     ) -> StartOperationResult | None:
         """A task this attempt must adopt instead of POSTing: running, or new since baseline."""
         spec = OPERATIONS[inp.operation]
-        hint = _previous_progress()
-        if hint is not None:
-            try:
-                task: Task | None = await client.get_task(hint.task_id)
-            except SrmNotFoundError:
-                task = None
-            if task is not None and task.entity == inp.plan_id:
-                return await self._adopt(client, inp, task, posted=True)
+        task = await _hinted_task(client, inp.plan_id)
+        if task is not None:
+            return await self._adopt(client, inp, task, posted=True)
         if inp.operation is Operation.CANCEL:
             return None
         plan = await client.get_plan(inp.pairing_id, inp.plan_id)
-        tasks = [t for t in await self._plan_tasks(client, inp.plan_id) if _is_ours(t, spec)]
+        tasks = [t for t in await _plan_tasks(client, inp.plan_id) if _is_ours(t, spec)]
         running = [t for t in tasks if not t.is_terminal]
         if running:
             return await self._adopt(client, inp, running[0], posted=False)
@@ -317,14 +310,15 @@ class OperationActivities:
     async def _adopt(
         self, client: SrmClient, inp: StartOperationInput, task: Task, *, posted: bool
     ) -> StartOperationResult:
-        plan = await client.get_plan(inp.pairing_id, inp.plan_id)
-        log.info("operation_adopted", task_id=task.id, task_status=task.status, posted=posted)
-        return StartOperationResult(
-            task_id=task.id,
-            adopted=not posted,
+        return await _adopted(
+            client,
+            inp.pairing_id,
+            inp.plan_id,
+            task,
             posted=posted,
-            plan_status=plan.status,
-            sites=_sites(plan),
+            make=StartOperationResult,
+            logger=log,
+            event="operation_adopted",
         )
 
     async def _post(
@@ -388,12 +382,13 @@ class OperationActivities:
         bound = _bound_log(site=inp.site, plan_id=inp.plan_id, operation=inp.operation.value)
         with bound, _srm_errors(f"verify {inp.operation}"):
             async with _heartbeat_ticker():
-                while True:
-                    result = await self._inspect(client, inp)
-                    if result.ok or loop.time() >= give_up:
-                        log.info("operation_verified", ok=result.ok, problems=result.problems)
-                        return result
-                    await asyncio.sleep(VERIFY_RECHECK_SECONDS)
+                return await _settled_verify(
+                    lambda: self._inspect(client, inp),
+                    give_up,
+                    recheck_seconds=VERIFY_RECHECK_SECONDS,
+                    logger=log,
+                    event="operation_verified",
+                )
 
     async def _inspect(self, client: SrmClient, inp: VerifyOperationInput) -> VerifyResult:
         spec = OPERATIONS[inp.operation]
@@ -414,9 +409,7 @@ class OperationActivities:
             )
         if spec.groups_ready:
             await SrmActivities._inspect_groups(client, pid, plan_id, problems)
-        for issue in await client.list_plan_issues(pid, plan_id):
-            target = problems if issue.status == IssueStatus.ERROR else warnings
-            target.append(f"plan issue: {_issue_text(issue)}")
+        await _add_plan_issues(client, pid, plan_id, problems, warnings)
         if spec.history_type is not None:
             reports = await client.list_history_reports(pid, plan_id)
             result.report_result = _check_history(spec.history_type, reports, problems, warnings)

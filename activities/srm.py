@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
@@ -55,6 +55,7 @@ from workflows.models import (
 )
 
 log = structlog.get_logger(__name__)
+_R = TypeVar("_R")
 
 RERUN_STATUSES = frozenset(
     {
@@ -236,6 +237,77 @@ async def _sleep_or_shutdown(seconds: float) -> None:
     raise ApplicationError("worker is shutting down", type=policies.WORKER_SHUTDOWN)
 
 
+# --- helpers shared with activities.operations ------------------------------------------------
+
+
+async def _plan_tasks(client: SrmClient, plan_id: str) -> list[Task]:
+    """The SRM tasks whose entity is the plan."""
+    tasks = await client.list_tasks(filter_property="entity", filters=[plan_id])
+    return [t for t in tasks if t.entity == plan_id]
+
+
+async def _hinted_task(client: SrmClient, plan_id: str) -> Task | None:
+    """The task the previous attempt's heartbeat names, if SRM still has it for this plan."""
+    hint = _previous_progress()
+    if hint is None:
+        return None
+    try:
+        task = await client.get_task(hint.task_id)
+    except SrmNotFoundError:
+        return None
+    return task if task.entity == plan_id else None
+
+
+async def _adopted(
+    client: SrmClient,
+    pairing_id: str,
+    plan_id: str,
+    task: Task,
+    *,
+    posted: bool,
+    make: Callable[..., _R],
+    logger: Any,
+    event: str,
+) -> _R:
+    """The start result for ``task``: adopted (found) or posted by an earlier attempt."""
+    plan = await client.get_plan(pairing_id, plan_id)
+    logger.info(event, task_id=task.id, task_status=task.status, posted=posted)
+    return make(
+        task_id=task.id,
+        adopted=not posted,
+        posted=posted,
+        plan_status=plan.status,
+        sites=_sites(plan),
+    )
+
+
+async def _settled_verify(
+    inspect: Callable[[], Awaitable[VerifyResult]],
+    give_up: float,
+    *,
+    recheck_seconds: float,
+    logger: Any,
+    event: str,
+) -> VerifyResult:
+    """Inspect until the result is ok or the loop time passes ``give_up``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        result = await inspect()
+        if result.ok or loop.time() >= give_up:
+            logger.info(event, ok=result.ok, problems=result.problems)
+            return result
+        await asyncio.sleep(recheck_seconds)
+
+
+async def _add_plan_issues(
+    client: SrmClient, pairing_id: str, plan_id: str, problems: list[str], warnings: list[str]
+) -> None:
+    """Plan issues of status ERROR are problems, the others warnings."""
+    for issue in await client.list_plan_issues(pairing_id, plan_id):
+        target = problems if issue.status == IssueStatus.ERROR else warnings
+        target.append(f"plan issue: {_issue_text(issue)}")
+
+
 class SrmActivities:
     """Activities driving SRM reprotects; one SrmClient per configured site is injected."""
 
@@ -288,8 +360,7 @@ class SrmActivities:
         if action is PlanAction.ALREADY_PROTECTED:
             log.info("precheck_already_protected", plan_status=plan.status)
             return result
-        tasks = await client.list_tasks(filter_property="entity", filters=[plan.id])
-        tasks = [t for t in tasks if t.entity == plan.id]
+        tasks = await _plan_tasks(client, plan.id)
         result.baseline_task_ids = [t.id for t in tasks]
         running = [t for t in tasks if not t.is_terminal and _is_reprotect_task(t)]
         if running:
@@ -399,17 +470,11 @@ class SrmActivities:
         attempt's heartbeat names the task if it got that far; otherwise the task list and the
         history reports show a reprotect newer than the baseline.
         """
-        hint = _previous_progress()
-        if hint is not None:
-            try:
-                task = await client.get_task(hint.task_id)
-            except SrmNotFoundError:
-                task = None
-            if task is not None and task.entity == inp.plan_id:
-                return await self._adopt(client, inp, task, posted=True)
+        task = await _hinted_task(client, inp.plan_id)
+        if task is not None:
+            return await self._adopt(client, inp, task, posted=True)
         plan = await client.get_plan(inp.pairing_id, inp.plan_id)
-        tasks = await client.list_tasks(filter_property="entity", filters=[inp.plan_id])
-        tasks = [t for t in tasks if t.entity == inp.plan_id and _is_reprotect_task(t)]
+        tasks = [t for t in await _plan_tasks(client, inp.plan_id) if _is_reprotect_task(t)]
         running = [t for t in tasks if not t.is_terminal]
         if running:
             return await self._adopt(client, inp, running[0], posted=False)
@@ -440,14 +505,15 @@ class SrmActivities:
     async def _adopt(
         self, client: SrmClient, inp: StartReprotectInput, task: Task, *, posted: bool
     ) -> StartReprotectResult:
-        plan = await client.get_plan(inp.pairing_id, inp.plan_id)
-        log.info("start_adopted", task_id=task.id, task_status=task.status, posted=posted)
-        return StartReprotectResult(
-            task_id=task.id,
-            adopted=not posted,
+        return await _adopted(
+            client,
+            inp.pairing_id,
+            inp.plan_id,
+            task,
             posted=posted,
-            plan_status=plan.status,
-            sites=_sites(plan),
+            make=StartReprotectResult,
+            logger=log,
+            event="start_adopted",
         )
 
     async def _post(
@@ -612,12 +678,13 @@ class SrmActivities:
         give_up = loop.time() + inp.settle_seconds
         with _bound_log(site=inp.site, plan_id=inp.plan_id), _srm_errors("verify"):
             async with _heartbeat_ticker():
-                while True:
-                    result = await self._inspect(client, inp)
-                    if result.ok or loop.time() >= give_up:
-                        log.info("verify_done", ok=result.ok, problems=result.problems)
-                        return result
-                    await asyncio.sleep(VERIFY_RECHECK_SECONDS)
+                return await _settled_verify(
+                    lambda: self._inspect(client, inp),
+                    give_up,
+                    recheck_seconds=VERIFY_RECHECK_SECONDS,
+                    logger=log,
+                    event="verify_done",
+                )
 
     async def _inspect(self, client: SrmClient, inp: VerifyInput) -> VerifyResult:
         pid, plan_id = inp.pairing_id, inp.plan_id
@@ -634,9 +701,7 @@ class SrmActivities:
                 f"{expected.protected_site_name!r} -> {expected.recovery_site_name!r}"
             )
         await self._inspect_groups(client, pid, plan_id, problems)
-        for issue in await client.list_plan_issues(pid, plan_id):
-            target = problems if issue.status == IssueStatus.ERROR else warnings
-            target.append(f"plan issue: {_issue_text(issue)}")
+        await _add_plan_issues(client, pid, plan_id, problems, warnings)
         reports = await client.list_history_reports(pid, plan_id)
         result.report_result = self._inspect_history(reports, problems, warnings)
         result.ok = not problems

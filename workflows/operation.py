@@ -16,7 +16,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as CancelledFailure
+
+from workflows import plan_steps
+from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import OperationActivities
@@ -38,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookInput,
         WebhookTarget,
     )
-    from workflows.models import Sites, TaskOutcome, WaitForTaskInput
+    from workflows.models import Sites, TaskOutcome
 
 # What a finished SRM task must leave behind for each action to count as done.
 DONE_STATUS: dict[Operation, str | None] = {
@@ -55,10 +57,6 @@ WEBHOOK_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=["WebhookRejected", "WebhookNotConfigured"],
 )
-
-
-class _Stop(Exception):
-    """Ends the script early with the outcome already recorded in the result."""
 
 
 async def notify_webhook(target: WebhookTarget | None, event: str, payload: dict[str, Any]) -> bool:
@@ -149,27 +147,19 @@ class PlanOperationWorkflow:
 
     async def _precheck(self, inp: PlanOperationInput) -> OperationPrecheckResult:
         self._step = "precheck"
-        pre: OperationPrecheckResult = await self._guard(
-            workflow.execute_activity_method(
-                OperationActivities.precheck_operation,
-                OperationPrecheckInput(
-                    site=inp.site,
-                    pairing_id=inp.pairing_id,
-                    plan_id=inp.plan_id,
-                    operation=inp.operation,
-                ),
-                start_to_close_timeout=policies.PRECHECK_START_TO_CLOSE,
-                schedule_to_close_timeout=policies.PRECHECK_SCHEDULE_TO_CLOSE,
-                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
-                retry_policy=policies.SRM_CALL_RETRY,
-            )
+        pre: OperationPrecheckResult = await self._activity(
+            OperationActivities.precheck_operation,
+            OperationPrecheckInput(
+                site=inp.site,
+                pairing_id=inp.pairing_id,
+                plan_id=inp.plan_id,
+                operation=inp.operation,
+            ),
+            start_to_close=policies.PRECHECK_START_TO_CLOSE,
+            schedule_to_close=policies.PRECHECK_SCHEDULE_TO_CLOSE,
         )
         self._pre = pre
-        res = self._result
-        res.pairing_id, res.plan_id, res.plan_name = pre.pairing_id, pre.plan_id, pre.plan_name
-        res.initial_plan_status = res.final_plan_status = pre.plan_status
-        res.sites_before = pre.sites
-        res.warnings.extend(pre.warnings)
+        plan_steps.record_precheck(self._result, pre)
         return pre
 
     async def _begin(
@@ -178,7 +168,7 @@ class PlanOperationWorkflow:
         """Start or adopt; shielded so a cancel never leaves a POST in flight unseen."""
         self._step = "start"
         self._result.task_started_at = workflow.now()
-        self._start = workflow.start_activity_method(
+        self._start = self._start_activity(
             OperationActivities.start_operation,
             StartOperationInput(
                 site=inp.site,
@@ -190,10 +180,8 @@ class PlanOperationWorkflow:
                 planned_failover=inp.planned_failover,
                 baseline_task_ids=pre.baseline_task_ids,
             ),
-            start_to_close_timeout=policies.START_START_TO_CLOSE,
-            schedule_to_close_timeout=policies.START_SCHEDULE_TO_CLOSE,
-            heartbeat_timeout=policies.heartbeat_timeout(self._poll),
-            retry_policy=policies.SRM_CALL_RETRY,
+            start_to_close=policies.START_START_TO_CLOSE,
+            schedule_to_close=policies.START_SCHEDULE_TO_CLOSE,
         )
         started: StartOperationResult = await self._guard(asyncio.shield(self._start))
         self._record_start(started)
@@ -208,25 +196,15 @@ class PlanOperationWorkflow:
         self, inp: PlanOperationInput, pre: OperationPrecheckResult, started: StartOperationResult
     ) -> TaskOutcome:
         if started.task_id is None:
-            return TaskOutcome(task_id="", status="UNKNOWN", plan_status=started.plan_status)
+            return plan_steps.no_task_outcome(started.plan_status)
         self._step = "srm_task"
-        outcome: TaskOutcome = await self._guard(
-            workflow.execute_activity_method(
-                SrmActivities.wait_for_task,
-                WaitForTaskInput(
-                    site=inp.site,
-                    pairing_id=pre.pairing_id,
-                    plan_id=pre.plan_id,
-                    task_id=started.task_id,
-                    poll_interval_seconds=inp.poll_interval_seconds,
-                ),
-                schedule_to_close_timeout=policies.WAIT_SCHEDULE_TO_CLOSE,
-                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
-                retry_policy=policies.WAIT_RETRY,
-            )
+        outcome: TaskOutcome = await self._activity(
+            SrmActivities.wait_for_task,
+            plan_steps.wait_input(inp.site, pre, started.task_id, inp.poll_interval_seconds),
+            schedule_to_close=policies.WAIT_SCHEDULE_TO_CLOSE,
+            retry=policies.WAIT_RETRY,
         )
-        self._result.final_plan_status = outcome.plan_status
-        self._result.sites_after = outcome.sites
+        plan_steps.record_outcome(self._result, outcome)
         return outcome
 
     def _judge(self, operation: Operation, outcome: TaskOutcome) -> None:
@@ -254,25 +232,20 @@ class PlanOperationWorkflow:
     async def _verify(self, inp: PlanOperationInput, pre: OperationPrecheckResult) -> None:
         self._step = "verify"
         expected = inp.expected_sites or self._expected_sites(inp.operation, pre)
-        found = await self._guard(
-            workflow.execute_activity_method(
-                OperationActivities.verify_operation,
-                VerifyOperationInput(
-                    site=inp.site,
-                    pairing_id=pre.pairing_id,
-                    plan_id=pre.plan_id,
-                    operation=inp.operation,
-                    expected_sites=expected,
-                    settle_seconds=max(10.0, 2 * inp.poll_interval_seconds),
-                ),
-                start_to_close_timeout=policies.VERIFY_START_TO_CLOSE,
-                schedule_to_close_timeout=policies.VERIFY_SCHEDULE_TO_CLOSE,
-                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
-                retry_policy=policies.SRM_CALL_RETRY,
-            )
+        found = await self._activity(
+            OperationActivities.verify_operation,
+            VerifyOperationInput(
+                site=inp.site,
+                pairing_id=pre.pairing_id,
+                plan_id=pre.plan_id,
+                operation=inp.operation,
+                expected_sites=expected,
+                settle_seconds=plan_steps.verify_settle_seconds(inp.poll_interval_seconds),
+            ),
+            start_to_close=policies.VERIFY_START_TO_CLOSE,
+            schedule_to_close=policies.VERIFY_SCHEDULE_TO_CLOSE,
         )
-        self._result.final_plan_status = found.plan_status
-        self._result.warnings.extend(found.warnings)
+        plan_steps.record_verify(self._result, found)
         if found.ok:
             self._result.verified_at = workflow.now()
             self._finish(OperationOutcome.DONE, sites=found.sites)
@@ -280,7 +253,7 @@ class PlanOperationWorkflow:
         self._finish(
             OperationOutcome.FAILED,
             sites=found.sites,
-            reason="verification failed: " + "; ".join(found.problems),
+            reason=plan_steps.verification_failed(found.problems),
             error_type="VerificationFailed",
         )
 
@@ -298,7 +271,7 @@ class PlanOperationWorkflow:
                 self._record_start(await self._start)
         pre, reason = self._pre, "cancelled before the operation was started"
         if pre is not None and self._start is not None:
-            result = await workflow.execute_activity_method(
+            result = await self._start_activity(
                 OperationActivities.cancel_operation,
                 CancelOperationInput(
                     site=inp.site,
@@ -306,12 +279,10 @@ class PlanOperationWorkflow:
                     plan_id=pre.plan_id,
                     operation=inp.operation,
                     task_id=self._result.srm_task_id,
-                    poll_interval_seconds=min(inp.poll_interval_seconds, 5.0),
+                    poll_interval_seconds=plan_steps.cancel_poll_seconds(inp.poll_interval_seconds),
                 ),
-                start_to_close_timeout=policies.CANCEL_START_TO_CLOSE,
-                schedule_to_close_timeout=policies.CANCEL_SCHEDULE_TO_CLOSE,
-                heartbeat_timeout=policies.heartbeat_timeout(self._poll),
-                retry_policy=policies.SRM_CALL_RETRY,
+                start_to_close=policies.CANCEL_START_TO_CLOSE,
+                schedule_to_close=policies.CANCEL_SCHEDULE_TO_CLOSE,
             )
             self._result.final_plan_status = result.plan_status or self._result.final_plan_status
             reason = (
@@ -335,25 +306,43 @@ class PlanOperationWorkflow:
         res.reason = reason or res.reason
         res.error_type = error_type or res.error_type
 
+    def _start_activity(
+        self,
+        method: Any,
+        arg: Any,
+        *,
+        schedule_to_close: timedelta,
+        start_to_close: timedelta | None = None,
+        retry: Any = policies.SRM_CALL_RETRY,
+    ) -> Any:
+        return plan_steps.start_activity(
+            method,
+            arg,
+            start_to_close=start_to_close,
+            schedule_to_close=schedule_to_close,
+            heartbeat=policies.heartbeat_timeout(self._poll),
+            retry=retry,
+        )
+
+    async def _activity(self, method: Any, arg: Any, **options: Any) -> Any:
+        return await self._guard(self._start_activity(method, arg, **options))
+
     async def _guard(self, awaitable: Any) -> Any:
         """Await an activity; its final failure becomes outcome FAILED with a reason."""
-        try:
-            return await awaitable
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledFailure):
-                raise asyncio.CancelledError from None
-            cause = err.cause
-            step = self._step
-            if isinstance(cause, ApplicationError):
-                self._finish(
-                    OperationOutcome.FAILED,
-                    reason=f"{step}: {cause.message}",
-                    error_type=cause.type,
-                )
-            else:
-                self._finish(
-                    OperationOutcome.FAILED,
-                    reason=f"{step}: {cause or err}",
-                    error_type="ActivityFailed",
-                )
-            raise _Stop from None
+        return await plan_steps.guarded(awaitable, self._fail_from)
+
+    def _fail_from(self, err: ActivityError) -> None:
+        cause = err.cause
+        step = self._step
+        if isinstance(cause, ApplicationError):
+            self._finish(
+                OperationOutcome.FAILED,
+                reason=f"{step}: {cause.message}",
+                error_type=cause.type,
+            )
+        else:
+            self._finish(
+                OperationOutcome.FAILED,
+                reason=f"{step}: {cause or err}",
+                error_type="ActivityFailed",
+            )

@@ -16,8 +16,10 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as CancelledFailure
 from temporalio.exceptions import TimeoutError as TimeoutFailure
+
+from workflows import plan_steps
+from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
     from activities.srm import SrmActivities
@@ -37,15 +39,10 @@ with workflow.unsafe.imports_passed_through():
         StepTiming,
         TaskOutcome,
         VerifyInput,
-        WaitForTaskInput,
     )
 
 READY_STATE = "READY_STATE"
 INCOMPLETE_STATUSES = frozenset({"INCOMPLETE_REPROTECT", "PARTIAL_REPROTECT"})
-
-
-class _Stop(Exception):
-    """Ends the script early with the outcome already recorded in the result."""
 
 
 @workflow.defn
@@ -148,11 +145,7 @@ class ReprotectPlanWorkflow:
                 schedule_to_close=policies.PRECHECK_SCHEDULE_TO_CLOSE,
             )
         self._pre = pre
-        res = self._result
-        res.pairing_id, res.plan_id, res.plan_name = pre.pairing_id, pre.plan_id, pre.plan_name
-        res.initial_plan_status = res.final_plan_status = pre.plan_status
-        res.sites_before = pre.sites
-        res.warnings.extend(pre.warnings)
+        plan_steps.record_precheck(self._result, pre)
         return pre
 
     async def _start(
@@ -202,24 +195,16 @@ class ReprotectPlanWorkflow:
         self, inp: ReprotectPlanInput, pre: PrecheckResult, started: StartReprotectResult
     ) -> TaskOutcome:
         if started.task_id is None:
-            # Adopted a run that already finished and that SRM no longer lists.
-            return TaskOutcome(task_id="", status="UNKNOWN", plan_status=started.plan_status)
+            return plan_steps.no_task_outcome(started.plan_status)
         with self._timed(Step.SRM_TASK, self._result.attempts):
             outcome = await self._activity(
                 SrmActivities.wait_for_task,
-                WaitForTaskInput(
-                    site=inp.site,
-                    pairing_id=pre.pairing_id,
-                    plan_id=pre.plan_id,
-                    task_id=started.task_id,
-                    poll_interval_seconds=inp.poll_interval_seconds,
-                ),
+                plan_steps.wait_input(inp.site, pre, started.task_id, inp.poll_interval_seconds),
                 schedule_to_close=policies.WAIT_SCHEDULE_TO_CLOSE,
                 retry=policies.WAIT_RETRY,
             )
         self._task_progress = outcome.progress
-        self._result.final_plan_status = outcome.plan_status
-        self._result.sites_after = outcome.sites
+        plan_steps.record_outcome(self._result, outcome)
         return outcome
 
     def _judge_task(self, outcome: TaskOutcome) -> None:
@@ -266,20 +251,19 @@ class ReprotectPlanWorkflow:
                     pairing_id=pre.pairing_id,
                     plan_id=pre.plan_id,
                     expected_sites=pre.sites.swapped() if pre.action is PlanAction.START else None,
-                    settle_seconds=max(10.0, 2 * inp.poll_interval_seconds),
+                    settle_seconds=plan_steps.verify_settle_seconds(inp.poll_interval_seconds),
                 ),
                 start_to_close=policies.VERIFY_START_TO_CLOSE,
                 schedule_to_close=policies.VERIFY_SCHEDULE_TO_CLOSE,
             )
-        self._result.final_plan_status = found.plan_status
-        self._result.warnings.extend(found.warnings)
+        plan_steps.record_verify(self._result, found)
         if found.ok:
             self._finish(ReprotectOutcome.REPROTECTED, sites_after=found.sites)
             return
         self._finish(
             ReprotectOutcome.FAILED,
             sites_after=found.sites,
-            reason="verification failed: " + "; ".join(found.problems),
+            reason=plan_steps.verification_failed(found.problems),
             error_type="VerificationFailed",
         )
 
@@ -296,19 +280,20 @@ class ReprotectPlanWorkflow:
         reason = "cancelled before any reprotect was started"
         if pre is not None and self._start_handle is not None:
             with self._timed(Step.CANCEL):
-                result = await workflow.execute_activity_method(
+                result = await plan_steps.start_activity(
                     SrmActivities.cancel_task,
                     CancelTaskInput(
                         site=inp.site,
                         pairing_id=pre.pairing_id,
                         plan_id=pre.plan_id,
                         task_id=self._result.srm_task_id,
-                        poll_interval_seconds=min(inp.poll_interval_seconds, 5.0),
+                        poll_interval_seconds=plan_steps.cancel_poll_seconds(
+                            inp.poll_interval_seconds
+                        ),
                     ),
-                    start_to_close_timeout=policies.CANCEL_START_TO_CLOSE,
-                    schedule_to_close_timeout=policies.CANCEL_SCHEDULE_TO_CLOSE,
-                    heartbeat_timeout=self._heartbeat_timeout(),
-                    retry_policy=policies.SRM_CALL_RETRY,
+                    start_to_close=policies.CANCEL_START_TO_CLOSE,
+                    schedule_to_close=policies.CANCEL_SCHEDULE_TO_CLOSE,
+                    heartbeat=self._heartbeat_timeout(),
                 )
             self._result.final_plan_status = result.plan_status or self._result.final_plan_status
             reason = (
@@ -376,13 +361,13 @@ class ReprotectPlanWorkflow:
         heartbeat: timedelta | None = None,
         retry: Any = policies.SRM_CALL_RETRY,
     ) -> Any:
-        return workflow.start_activity_method(
+        return plan_steps.start_activity(
             method,
             arg,
-            start_to_close_timeout=start_to_close,
-            schedule_to_close_timeout=self._timeouts(schedule_to_close),
-            heartbeat_timeout=heartbeat or self._heartbeat_timeout(),
-            retry_policy=retry,
+            start_to_close=start_to_close,
+            schedule_to_close=self._timeouts(schedule_to_close),
+            heartbeat=heartbeat or self._heartbeat_timeout(),
+            retry=retry,
         )
 
     async def _activity(self, method: Any, arg: Any, **options: Any) -> Any:
@@ -390,14 +375,7 @@ class ReprotectPlanWorkflow:
 
     async def _guard(self, awaitable: Any) -> Any:
         """Await an activity; its final failure becomes outcome FAILED with a reason."""
-        try:
-            return await awaitable
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledFailure):
-                # Only a workflow cancel cancels these activities; take the cancel path.
-                raise asyncio.CancelledError from None
-            self._fail_from(err)
-            raise _Stop from None
+        return await plan_steps.guarded(awaitable, self._fail_from)
 
     def _fail_from(self, err: ActivityError) -> None:
         cause = err.cause
