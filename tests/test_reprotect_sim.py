@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from temporalio.client import Client
 
+from srmflow.simulator.state import ManualClock
 from srmflow.srm.client import SrmClient
 from tests.reprotect_support import (
     eventually,
@@ -80,12 +83,17 @@ async def test_repeat_on_protected_plan_is_harmless(
 async def test_adopts_reprotect_started_outside(
     client: Client, task_queue: str, make_sim: MakeSim
 ) -> None:
-    sim = await make_sim(plans=1, task_seconds=(2.0, 2.0))
+    # SRM's clock stands still until the workflow follows the task, so the outside reprotect
+    # is still running when precheck looks, however slow the machine is.
+    clock = ManualClock()
+    sim = await make_sim(plans=1, clock=clock, task_seconds=(2.0, 2.0))
     site, plan = unique_site(), plan_ids(sim)[0]
     async with SrmClient(site_settings(sim, "outside")) as outside:
         external = await outside.reprotect(sim.pairing_id, plan)
     async with sim_worker(client, task_queue, sim, site):
         handle = await start(client, task_queue, _input(site, plan), sim.pairing_id)
+        await eventually(lambda: _following_task(handle))
+        clock.advance(5.0)
         result = await handle.result()
         await maybe_record(handle, "adopted")
     assert result.outcome is ReprotectOutcome.REPROTECTED, result.reason
@@ -93,6 +101,11 @@ async def test_adopts_reprotect_started_outside(
     assert result.srm_task_id == external.id
     assert result.initial_plan_status == "REPROTECT_IN_PROGRESS"
     assert len(await reprotect_posts(sim, plan)) == 1
+
+
+async def _following_task(handle: Any) -> bool:
+    progress = await handle.query(ReprotectPlanWorkflow.progress)
+    return bool(progress.step == Step.SRM_TASK)
 
 
 @pytest.mark.parametrize(
