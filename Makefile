@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean schemas
+.PHONY: install test lint demo bench chaos clean schemas
 
 install: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy srmflow workflows activities worker.py
 
 # Most tests wait on SRM task polls and Temporal timers, so three processes on two cores pay
 # off; --dist loadfile keeps each module (and its fixtures) in one process.
@@ -29,6 +30,15 @@ test: install lint
 
 demo: install
 	$(BIN)/srmflow demo
+
+# Figures, never timed assertions: docs/benchmarks.md has the runs and what they mean.
+BENCH_ARGS ?= --plans 100 --concurrency 10 --task-seconds 10 --poll-seconds 2
+bench: install
+	$(BIN)/python -m bench.bulk $(BENCH_ARGS)
+
+CHAOS_ARGS ?= --plans 200 --kills 20 --restarts 2
+chaos: install
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 schemas: install
 	$(BIN)/python -m srmflow.schemas docs/schemas

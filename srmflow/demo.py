@@ -135,9 +135,23 @@ class DemoStack:
             ],
         )  # fmt: skip
 
-    def start_worker(self, name: str = "worker") -> None:
-        """An srmflow worker on the demo task queue."""
-        self._spawn(name, [sys.executable, "-m", "srmflow.cli.main", "worker"], self.env())
+    def start_worker(self, name: str = "worker", extra_env: dict[str, str] | None = None) -> None:
+        """An srmflow worker on the demo task queue (``extra_env`` adds or overrides variables)."""
+        env = {**self.env(), **(extra_env or {})}
+        self._spawn(name, [sys.executable, "-m", "srmflow.cli.main", "worker"], env)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL one process, as a crash would, and drop it from the stack; returns its pid."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        return proc.pid
+
+    def restart_temporal(self) -> None:
+        """Stop the dev server and start it again on the same ports and SQLite file."""
+        _terminate(self.procs.pop("temporal"))
+        self.start_temporal()
 
     def check_alive(self) -> None:
         """Raise naming the process that died, and where its log is."""
@@ -178,12 +192,16 @@ class DemoStack:
         """SIGTERM every process (worker first), SIGKILL what outlives the grace; names left."""
         order = sorted(self.procs, key=lambda n: (n == "temporal", n == "srm-sim"))
         for name in order:
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            _terminate(self.procs[name])
         return [name for name, proc in self.procs.items() if proc.poll() is None]
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL when the process outlives the grace period."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -346,6 +346,8 @@ async def admin_reset_journal(request: web.Request) -> web.Response:
     state = _state(request)
     state.journal.clear()
     state.reprotect_posts.clear()
+    state.requests.clear()
+    state.faults_injected.clear()
     return web.Response(status=204)
 
 
@@ -390,10 +392,15 @@ async def admin_advance(request: web.Request) -> web.Response:
 
 @web.middleware
 async def journal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record every mutating API request with the status it got."""
-    if request.method not in MUTATING or not request.path.startswith(API_PREFIX):
+    """Count every API request by route; record every mutating one with the status it got."""
+    if not request.path.startswith(API_PREFIX):
         return await handler(request)
     state = _state(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    state.count_request(request.method, route.removeprefix(API_PREFIX))
+    if request.method not in MUTATING:
+        return await handler(request)
     status = 0
     try:
         response = await handler(request)
@@ -425,6 +432,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if injection.status is None:
         return await handler(request)
     request[FAULT_KEY] = "reset" if injection.status == 0 else str(injection.status)
+    state.count_fault(request[FAULT_KEY])
     log.info("sim_fault", method=request.method, path=request.path, fault=request[FAULT_KEY])
     if injection.status == 0:
         if request.transport is not None:

@@ -960,6 +960,10 @@ class SimState:
         key = f"{method} {route}"
         self.requests[key] = self.requests.get(key, 0) + 1
 
+    def count_fault(self, kind: str) -> None:
+        """Count one injected fault: a status code, or ``reset``."""
+        self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
+
     def concurrency(self) -> dict[str, Any]:
         """Evidence for bulk tests: peak operations in flight, and any group-sharing overlap."""
         now = self.clock.monotonic()

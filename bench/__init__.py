@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos soak; they print figures and are never timed assertions."""

@@ -1,0 +1,236 @@
+"""Bulk reprotect benchmark: srmflow on the local dev server (SQLite file) vs. the simulator.
+
+Fixed task durations and no shared protection groups, so the ideal makespan is
+ceil(plans / concurrency) * task duration. Prints a table of figures (never asserts them):
+makespan / ideal, completion-detection lag, SRM requests per plan by route, history events and
+bytes, worker peak RSS and CPU, and the makespan of a plain asyncio script doing the same SRM
+calls with no durability (bench/baseline.py).
+
+    python -m bench.bulk --plans 100 --concurrency 10 --task-seconds 30 --poll-seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import baseline_on_fresh_sim, sim_args
+from bench.common import (
+    histories,
+    history_size,
+    percentile,
+    proc_figures,
+    sim_admin,
+    stop_on_sigterm,
+    table,
+)
+from srmflow.demo import DemoStack
+from srmflow.log import configure_logging
+from workflows.bulk import BulkReprotectWorkflow
+from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
+
+RUN_ID = "bulk-reprotect/default/bench"
+
+
+def worker_env(concurrency: int) -> dict[str, str]:
+    """Every plan in flight holds one wait_for_task activity slot for its whole task."""
+    return {"SRMFLOW_MAX_CONCURRENT_ACTIVITIES": str(max(200, 2 * concurrency))}
+
+
+async def run_srmflow(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
+    """One bulk run on a fresh stack; raw material for the figures."""
+    stack = DemoStack(state_dir=state_dir, task_queue="bench")
+    try:
+        stack.start_temporal()
+        stack.start_simulator(sim_args(args.plans, args.task_seconds))
+        stack.start_worker("worker", worker_env(args.concurrency))
+        client = await stack.wait_ready()
+        started = time.monotonic()
+        handle = await client.start_workflow(
+            BulkReprotectWorkflow.run,
+            BulkReprotectInput(
+                all_recovered=True,
+                max_concurrency=args.concurrency,
+                poll_interval_seconds=args.poll_seconds,
+                requested_by="bench/bulk.py",
+            ),
+            id=RUN_ID,
+            task_queue=stack.task_queue,
+            execution_timeout=timedelta(hours=2),
+        )
+        result: BulkReprotectResult = await handle.result()
+        wall = time.monotonic() - started
+        worker_rss, worker_cpu = proc_figures(stack.procs["worker"].pid)
+        _, temporal_cpu = proc_figures(stack.procs["temporal"].pid)
+        state = await sim_admin(stack, "state")
+        plan_histories = await histories(client, [p.workflow_id or "" for p in result.plans])
+        parent = await history_size(client, RUN_ID)
+    finally:
+        left = stack.stop()
+        if left:
+            print(f"could not stop: {left}")
+    return {
+        "result": result,
+        "wall_s": wall,
+        "worker_rss_mib": worker_rss,
+        "worker_cpu_s": worker_cpu,
+        "temporal_cpu_s": temporal_cpu,
+        "state": state,
+        "plan_histories": plan_histories,
+        "parent_history": parent,
+    }
+
+
+def _lags(result: BulkReprotectResult, state: dict[str, Any]) -> list[float]:
+    """Simulator task end -> the plan's result recorded in the bulk run, in seconds."""
+    ends = {t["id"]: t["end_ms"] for t in state["tasks"]}
+    return [
+        p.ended_at.timestamp() - ends[p.srm_task_id] / 1000
+        for p in result.plans
+        if p.srm_task_id in ends and p.ended_at is not None
+    ]
+
+
+def figures(args: argparse.Namespace, run: dict[str, Any], base: dict[str, Any] | None) -> dict:
+    """Every reported figure, as a flat JSON-friendly dict."""
+    result: BulkReprotectResult = run["result"]
+    state, n = run["state"], args.plans
+    ops = [t for t in state["tasks"] if t["kind"] == "reprotect"]
+    task_s = percentile([(t["end_ms"] - t["created_ms"]) / 1000 for t in ops], 0.5)
+    ideal = math.ceil(n / args.concurrency) * task_s
+    lags = _lags(result, state)
+    events = [h[0] for h in run["plan_histories"]]
+    sizes = [h[1] for h in run["plan_histories"]]
+    requests = {k: v / n for k, v in sorted(state["requests"].items())}
+    out: dict[str, Any] = {
+        "plans": n,
+        "concurrency": args.concurrency,
+        "task_seconds": task_s,
+        "poll_seconds": args.poll_seconds,
+        "outcomes": {k: v for k, v in result.counts.items() if v},
+        "makespan_s": result.duration_seconds,
+        "wall_s": run["wall_s"],
+        "ideal_makespan_s": ideal,
+        "makespan_ratio": result.duration_seconds / ideal,
+        "lag_p50_s": percentile(lags, 0.5),
+        "lag_p95_s": percentile(lags, 0.95),
+        "lag_max_s": max(lags, default=math.nan),
+        "requests_per_plan": sum(requests.values()),
+        "requests_per_plan_budget": 5 + (task_s / 60) * (60 / args.poll_seconds),
+        "requests_per_plan_by_route": requests,
+        "reprotect_posts_max": max(state["reprotect_posts"].values(), default=0),
+        "max_in_flight": state["max_in_flight"],
+        "plan_history_events_mean": sum(events) / len(events),
+        "plan_history_events_max": max(events),
+        "plan_history_bytes_mean": sum(sizes) / len(sizes),
+        "parent_history_events": run["parent_history"][0],
+        "parent_history_bytes": run["parent_history"][1],
+        "parent_runs": run["parent_history"][2],
+        "worker_peak_rss_mib": run["worker_rss_mib"],
+        "worker_cpu_s": run["worker_cpu_s"],
+        "worker_cpu_s_per_100_plans": run["worker_cpu_s"] * 100 / n,
+        "temporal_cpu_s": run["temporal_cpu_s"],
+    }
+    if base is not None:
+        out["baseline_makespan_s"] = base["makespan_s"]
+        out["baseline_requests_per_plan"] = sum(base["requests"].values()) / n
+        out["makespan_vs_baseline"] = result.duration_seconds / base["makespan_s"]
+    return out
+
+
+def render(f: dict[str, Any]) -> str:
+    """The figures as a text table, with the issue's targets where it sets one."""
+    poll_budget = f["poll_seconds"] + 2
+    rows = [
+        ("plans / concurrency / task s / poll s",
+         f"{f['plans']} / {f['concurrency']} / {f['task_seconds']:.1f} / {f['poll_seconds']:g}",
+         ""),
+        ("outcomes", ", ".join(f"{k} {v}" for k, v in f["outcomes"].items()), ""),
+        ("makespan s (workflow time)", f"{f['makespan_s']:.1f}", ""),
+        ("ideal makespan s", f"{f['ideal_makespan_s']:.1f}", ""),
+        ("makespan / ideal", f"{f['makespan_ratio']:.2f}", "<= 1.15"),
+        ("detection lag p50 s", f"{f['lag_p50_s']:.2f}", ""),
+        ("detection lag p95 s", f"{f['lag_p95_s']:.2f}", f"<= {poll_budget:g}"),
+        ("detection lag max s", f"{f['lag_max_s']:.2f}", ""),
+        ("SRM requests per plan", f"{f['requests_per_plan']:.1f}",
+         f"<= {f['requests_per_plan_budget']:.1f}"),
+        ("reprotect POSTs per plan (max)", str(f["reprotect_posts_max"]), "1"),
+        ("SRM operations in flight (max)", str(f["max_in_flight"]), f"<= {f['concurrency']}"),
+        ("history events per plan workflow (mean / max)",
+         f"{f['plan_history_events_mean']:.1f} / {f['plan_history_events_max']}", "<= 60"),
+        ("history bytes per plan workflow (mean)", f"{f['plan_history_bytes_mean']:.0f}", ""),
+        ("parent history events / bytes / runs",
+         f"{f['parent_history_events']} / {f['parent_history_bytes']} / {f['parent_runs']}", ""),
+        ("worker peak RSS MiB (VmHWM)", f"{f['worker_peak_rss_mib']:.0f}", "<= 300"),
+        ("worker CPU s per 100 plans", f"{f['worker_cpu_s_per_100_plans']:.1f}", ""),
+        ("temporal dev server CPU s", f"{f['temporal_cpu_s']:.1f}", ""),
+    ]  # fmt: skip
+    if "baseline_makespan_s" in f:
+        rows += [
+            ("baseline makespan s (plain asyncio)", f"{f['baseline_makespan_s']:.1f}", ""),
+            ("baseline SRM requests per plan", f"{f['baseline_requests_per_plan']:.1f}", ""),
+            ("makespan / baseline makespan", f"{f['makespan_vs_baseline']:.2f}", ""),
+        ]
+    routes = [
+        (f"  requests/plan {_short(route)}", f"{count:.2f}", "")
+        for route, count in f["requests_per_plan_by_route"].items()
+    ]
+    return table(rows + routes, ("figure", "value", "target"))
+
+
+def _short(route: str) -> str:
+    for long, short in (
+        ("/pairings/{pairing_id}/recovery-management/plans/{plan_id}", "{plan}"),
+        ("/pairings/{pairing_id}/protection-management/groups/{group_id}", "{group}"),
+        ("/pairings/{pairing_id}", "{pairing}"),
+    ):
+        route = route.replace(long, short)
+    return route
+
+
+async def bench(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
+    """srmflow run, then the baseline on a fresh simulator; the figures."""
+    run = await run_srmflow(args, state_dir / "srmflow")
+    base = None
+    if not args.no_baseline:
+        base = await baseline_on_fresh_sim(
+            state_dir / "baseline", args.plans, args.concurrency, args.task_seconds,
+            args.poll_seconds,
+        )  # fmt: skip
+    return figures(args, run, base)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--task-seconds", type=float, default=30.0, help="fixed task duration")
+    parser.add_argument("--poll-seconds", type=float, default=5.0)
+    parser.add_argument("--no-baseline", action="store_true", help="skip bench/baseline.py")
+    parser.add_argument("--state-dir", type=Path, help="keep logs and the SQLite file here")
+    parser.add_argument("--json-out", type=Path, help="also write the figures as JSON")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """CLI entry."""
+    args = parse_args()
+    configure_logging("WARNING", "console")
+    stop_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="srmflow-bench-") as tmp:
+        result = asyncio.run(bench(args, args.state_dir or Path(tmp)))
+    print(render(result))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

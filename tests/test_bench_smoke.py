@@ -1,0 +1,57 @@
+"""bench/bulk.py runs end to end on a tiny inventory and prints every figure (values unchecked).
+
+Benchmarks print figures; their values are never asserted here, only that each one is there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = [
+    "makespan / ideal",
+    "detection lag p50 s",
+    "detection lag p95 s",
+    "SRM requests per plan",
+    "requests/plan GET /tasks/{task_id}",
+    "requests/plan POST {plan}/actions/reprotect",
+    "history events per plan workflow",
+    "history bytes per plan workflow",
+    "parent history events / bytes / runs",
+    "worker peak RSS MiB (VmHWM)",
+    "worker CPU s per 100 plans",
+    "baseline makespan s (plain asyncio)",
+    "makespan / baseline makespan",
+]
+
+
+def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    args = ["--plans", "10", "--concurrency", "5", "--task-seconds", "1", "--poll-seconds", "1"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bulk",
+            *args,
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--json-out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    missing = [figure for figure in FIGURES if figure not in done.stdout]
+    assert not missing, done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["plans"] == 10
+    assert figures["outcomes"] == {"REPROTECTED": 10}
