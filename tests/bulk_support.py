@@ -21,7 +21,13 @@ from workflows.bulk_models import BulkProgress, BulkReprotectInput, BulkReprotec
 
 @asynccontextmanager
 async def bulk_worker(
-    client: Client, task_queue: str, sim: SimHandle, site: str, **srm_overrides: Any
+    client: Client,
+    task_queue: str,
+    sim: SimHandle,
+    site: str,
+    *,
+    webhook_secret: str | None = None,
+    **srm_overrides: Any,
 ) -> AsyncIterator[Worker]:
     """All workflows and activities, as worker.py registers them, against the simulator."""
     async with aiohttp.ClientSession() as http:
@@ -30,7 +36,9 @@ async def bulk_worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=build_activities({site: srm}, client),
+            activities=build_activities(
+                {site: srm}, client, webhook_secret=webhook_secret, http=http
+            ),
             max_concurrent_activities=400,
             graceful_shutdown_timeout=timedelta(seconds=5),
         ) as worker:

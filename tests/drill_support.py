@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
-import aiohttp
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from srmflow.srm.client import SrmClient
-from tests.reprotect_support import site_settings
+from tests.bulk_support import bulk_worker
 from tests.simfixture import SimHandle
-from worker import WORKFLOWS, build_activities
 from workflows.drill import DrillWorkflow
 from workflows.drill_models import DrillInput, DrillResult
 
 
-@asynccontextmanager
-async def drill_worker(
+def drill_worker(
     client: Client, task_queue: str, sim: SimHandle, site: str, *, secret: str | None = None
-) -> AsyncIterator[Worker]:
-    """All workflows and activities, as worker.py registers them, against the simulator."""
-    async with aiohttp.ClientSession() as http:
-        srm = SrmClient(site_settings(sim, site), session=http)
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=WORKFLOWS,
-            activities=build_activities({site: srm}, client, webhook_secret=secret, http=http),
-            max_concurrent_activities=400,
-            graceful_shutdown_timeout=timedelta(seconds=5),
-        ) as worker:
-            yield worker
-        await srm.close()
+) -> AbstractAsyncContextManager[Worker]:
+    """The bulk tests' worker (every workflow and activity), with a webhook secret."""
+    return bulk_worker(client, task_queue, sim, site, webhook_secret=secret)
 
 
 async def start_drill(
