@@ -138,3 +138,32 @@ async def test_webhook_without_worker_secret_does_not_fail_the_drill(
         result = await handle.result()
     assert result.passed
     assert receiver.calls == 0
+
+
+async def test_bulk_run_posts_signed_webhooks_on_failure_and_completion(
+    client: Client, task_queue: str, make_sim: MakeSim, receiver: Receiver
+) -> None:
+    from tests.bulk_support import bulk_worker, start_bulk
+    from workflows.bulk_models import BulkReprotectInput
+
+    receiver.fail_first = 0
+    sim = await make_sim(plans=2, task_seconds=(0.2, 0.3), fail_plans={"plan-002": "LUN lost"})
+    site = unique_site()
+    inp = BulkReprotectInput(
+        site=site,
+        all_recovered=True,
+        retry_incomplete=False,
+        poll_interval_seconds=1,
+        webhook=WebhookTarget(url=receiver.url),
+    )
+    async with bulk_worker(client, task_queue, sim, site, webhook_secret=SECRET):
+        await (await start_bulk(client, task_queue, inp, f"bulk-reprotect/{site}/hook")).result()
+        first = await asyncio.wait_for(receiver.deliveries.get(), timeout=30)
+        second = await asyncio.wait_for(receiver.deliveries.get(), timeout=30)
+
+    events = {h[EVENT_HEADER]: _verified(h, body) for h, body in (first, second)}
+    assert set(events) == {"bulk.plan_failed", "bulk.completed"}
+    assert events["bulk.plan_failed"]["plan_name"] == "plan-002"
+    assert "LUN lost" in events["bulk.plan_failed"]["srm_error"]
+    assert events["bulk.completed"]["counts"]["REPROTECTED"] == 1
+    assert events["bulk.completed"]["workflow_id"] == f"bulk-reprotect/{site}/hook"

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         ReprotectPlanResult,
         reprotect_workflow_id,
     )
+    from workflows.operation import notify_webhook
     from workflows.reprotect import ReprotectPlanWorkflow
 
 INCOMPLETE = "INCOMPLETE_REPROTECT"
@@ -94,7 +95,10 @@ class BulkReprotectWorkflow:
             workflow.continue_as_new(self._input.model_copy(update={"state": self._state}))
         self._run_state = RunState.DONE
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._result()
+        result = self._result()
+        if input.webhook is not None and input.webhook.on_completion:
+            await notify_webhook(input.webhook, "bulk.completed", _completion(result))
+        return result
 
     # Steps ------------------------------------------------------------------------------
 
@@ -200,6 +204,9 @@ class BulkReprotectWorkflow:
         self._tasks.pop(plan.plan_id, None)
         self._check_failure_budget()
         self._dirty = True
+        target = self._input.webhook
+        if target is not None and target.on_failure and summary.outcome == ReprotectOutcome.FAILED:
+            await notify_webhook(target, "bulk.plan_failed", summary.model_dump(mode="json"))
 
     async def _reprotect_with_ladder(self, plan: PlanRef) -> PlanSummary:
         """Reprotect; the child re-runs an incomplete reprotect once, then forced needs approval."""
@@ -526,6 +533,20 @@ def _failed_result(plan: PlanRef, err: ChildWorkflowError) -> ReprotectPlanResul
         reason=reason,
         error_type=error_type,
     )
+
+
+def _completion(result: BulkReprotectResult) -> dict[str, object]:
+    """The completion notice: totals and failures, not every plan (the report has those)."""
+    return {
+        "workflow_id": workflow.info().workflow_id,
+        "site": result.site,
+        "counts": result.counts,
+        "failures_by_cause": result.failures_by_cause,
+        "not_started": result.not_started,
+        "stop_reason": result.stop_reason,
+        "duration_seconds": result.duration_seconds,
+        "requested_by": result.requested_by,
+    }
 
 
 def _counts(results: list[PlanSummary]) -> dict[str, int]:

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
+from workflows.drill_models import WebhookTarget
 from workflows.models import DEFAULT_SITE, ReprotectOutcome, _Model
 
 BULK_WORKFLOW_ID_PREFIX = "bulk-reprotect"
@@ -59,6 +60,9 @@ class BulkReprotectInput(_Model):
         8000, ge=50, description="History length at which the run drains and continues as new"
     )
     requested_by: str | None = Field(None, description="Who or what started the run (audit)")
+    webhook: WebhookTarget | None = Field(
+        None, description="Signed JSON POSTs when a plan fails and when the run completes"
+    )
     state: BulkState | None = Field(
         None, description="Carried across continue-as-new by the workflow itself; leave unset"
     )
