@@ -22,7 +22,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policies
+    from workflows import plan_steps, policies
     from workflows.bulk_models import (
         AwaitWorkflowInput,
         BulkProgress,
@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         PlanRef,
         PlanSummary,
         RunState,
-        Selection,
         SelectionInput,
     )
     from workflows.bulk_schedule import estimate_makespan, eta_seconds, group_conflicts, startable
@@ -56,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.reprotect import ReprotectPlanWorkflow
 
 INCOMPLETE = "INCOMPLETE_REPROTECT"
-RESOLVE_TIMEOUT = timedelta(minutes=10)
 AWAIT_HEARTBEAT = timedelta(seconds=60)
 # A plan's workflow may legitimately run for many hours; the activity only waits on it.
 AWAIT_TIMEOUT = timedelta(days=2)
@@ -103,18 +101,14 @@ class BulkReprotectWorkflow:
     # Steps ------------------------------------------------------------------------------
 
     async def _resolve(self) -> None:
-        selection: Selection = await workflow.execute_activity(
-            "resolve_selection",
+        selection = await plan_steps.resolve_selection(
             SelectionInput(
                 site=self._input.site,
                 pairing_id=self._input.pairing_id,
                 plan_ids=self._input.plan_ids,
                 plan_name_glob=self._input.plan_name_glob,
                 all_recovered=self._input.all_recovered,
-            ),
-            result_type=Selection,
-            start_to_close_timeout=RESOLVE_TIMEOUT,
-            retry_policy=policies.SRM_CALL_RETRY,
+            )
         )
         now = workflow.now()
         self._state.pairing_id = selection.pairing_id

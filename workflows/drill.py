@@ -24,8 +24,8 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policies
-    from workflows.bulk_models import PlanRef, Selection, SelectionInput
+    from workflows import plan_steps, policies
+    from workflows.bulk_models import PlanRef, SelectionInput
     from workflows.bulk_schedule import startable
     from workflows.drill_models import (
         DrillAck,
@@ -54,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.reprotect import ReprotectPlanWorkflow
 
 DRILL_NOT_ALLOWED = "DrillNotAllowed"
-RESOLVE_TIMEOUT = timedelta(minutes=10)
 OK_OUTCOMES = (OperationOutcome.DONE, OperationOutcome.ALREADY_DONE)
 
 # What the operator should do when a plan stops after (or in) a step; {p} is the protected
@@ -120,17 +119,13 @@ class DrillWorkflow:
     # Steps ------------------------------------------------------------------------------
 
     async def _resolve(self) -> None:
-        selection: Selection = await workflow.execute_activity(
-            "resolve_selection",
+        selection = await plan_steps.resolve_selection(
             SelectionInput(
                 site=self._input.site,
                 pairing_id=self._input.pairing_id,
                 plan_ids=self._input.plan_ids,
                 plan_name_glob=self._input.plan_name_glob,
-            ),
-            result_type=Selection,
-            start_to_close_timeout=RESOLVE_TIMEOUT,
-            retry_policy=policies.SRM_CALL_RETRY,
+            )
         )
         self._pairing_id = selection.pairing_id
         self._queue = list(selection.plans)

@@ -17,6 +17,7 @@ from temporalio.exceptions import CancelledError as CancelledFailure
 
 with workflow.unsafe.imports_passed_through():
     from workflows import policies
+    from workflows.bulk_models import Selection, SelectionInput
     from workflows.models import TaskOutcome, WaitForTaskInput
 
 
@@ -108,3 +109,18 @@ def cancel_poll_seconds(poll_interval_seconds: float) -> float:
 def verification_failed(problems: list[str]) -> str:
     """Reason of a FAILED outcome after verification."""
     return "verification failed: " + "; ".join(problems)
+
+
+RESOLVE_TIMEOUT = timedelta(minutes=10)
+
+
+async def resolve_selection(selection: SelectionInput) -> Selection:
+    """Plans (with their protection groups) of a bulk run or drill, via the activity."""
+    resolved: Selection = await workflow.execute_activity(
+        "resolve_selection",
+        selection,
+        result_type=Selection,
+        start_to_close_timeout=RESOLVE_TIMEOUT,
+        retry_policy=policies.SRM_CALL_RETRY,
+    )
+    return resolved
