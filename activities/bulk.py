@@ -31,6 +31,9 @@ NEEDS_REPROTECT = frozenset(
     }
 )
 AWAIT_HEARTBEAT_SECONDS = 20.0
+# Its plans' workflows skip the per-plan pairing check (ReprotectPlanInput.pairing_checked),
+# so resolve_selection checks the pairing once for such a run; drills keep checking per plan.
+PAIRING_CHECKED_BY = frozenset({"BulkReprotectWorkflow"})
 
 
 class BulkActivities:
@@ -42,10 +45,18 @@ class BulkActivities:
 
     @activity.defn
     async def resolve_selection(self, inp: SelectionInput) -> Selection:
-        """Turn ids, a name glob or "all recovered" into plans with their protection groups."""
+        """Turn ids, a name glob or "all recovered" into plans with their protection groups.
+
+        For a bulk reprotect run it also checks the pairing's health and the remote session,
+        once for every plan of the run (PairingUnhealthy fails the run before any plan starts).
+        """
         client = self._srm.client(inp.site)
         try:
             pairing_id = await self._srm.resolve_pairing(client, inp.pairing_id)
+            if activity.info().workflow_type in PAIRING_CHECKED_BY:
+                issues = await self._srm.check_pairing_health(client, pairing_id)
+                if issues:
+                    log.warning("pairing_issues", pairing_id=pairing_id, issues=issues)
             plans = await client.list_plans(pairing_id)
             chosen, unknown = _select(plans, inp)
             groups = await asyncio.gather(

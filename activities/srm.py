@@ -35,6 +35,7 @@ from srmflow.srm.models import (
     ResultState,
     ServerStatus,
     Task,
+    TaskStatus,
     VmProtectionStatus,
 )
 from workflows import policies
@@ -52,6 +53,7 @@ from workflows.models import (
     VerifyInput,
     VerifyResult,
     WaitForTaskInput,
+    WaitOptions,
 )
 
 log = structlog.get_logger(__name__)
@@ -101,6 +103,9 @@ BUSY_STATUSES = frozenset({PlanStatus.REPROTECT_IN_PROGRESS, PlanStatus.CANCEL_I
 HISTORY_MARKER = "history"
 REPROTECT_MARKER = "reprotect"
 VERIFY_RECHECK_SECONDS = 1.0
+MAX_QUOTED_ISSUES = 5
+EARLY_POLL_MARGIN_SECONDS = 0.25
+EARLY_POLL_MAX_MISSES = 2
 
 
 def _is_reprotect_task(task: Task) -> bool:
@@ -136,6 +141,42 @@ def _not_eligible(plan: RecoveryPlan) -> ApplicationError:
         type=policies.PLAN_NOT_ELIGIBLE,
         non_retryable=True,
     )
+
+
+def _recovered_at_precheck(inp: StartReprotectInput) -> bool:
+    """Precheck found the plan RECOVERY_COMPLETE (workflow's first reprotect attempt only)."""
+    return inp.precheck_status == PlanStatus.RECOVERY_COMPLETE
+
+
+def _adopt_seen(task: Task, plan: RecoveryPlan, *, posted: bool) -> StartReprotectResult:
+    """The start result for ``task`` on ``plan`` as just read."""
+    log.info("start_adopted", task_id=task.id, task_status=task.status, posted=posted)
+    return StartReprotectResult(
+        task_id=task.id,
+        adopted=not posted,
+        posted=posted,
+        plan_status=plan.status,
+        sites=_sites(plan),
+    )
+
+
+def _since_recovered(plan: RecoveryPlan, tasks: list[Task]) -> StartReprotectResult | RecoveryPlan:
+    """Precheck found RECOVERY_COMPLETE and no reprotect task runs now: did one run since?
+
+    A reprotect moves a plan out of RECOVERY_COMPLETE for good (to READY_STATE, or to a re-run
+    status when it fails or is cancelled), so the plan's status alone answers: still
+    RECOVERY_COMPLETE means no (the plan is returned, to POST); READY_STATE or a re-run status
+    means yes, and the newest reprotect task SRM lists is adopted, or without one the run is
+    reported as adopted and finished. Anything else is not eligible.
+    """
+    if plan.status == PlanStatus.RECOVERY_COMPLETE:
+        return plan
+    if plan.status != PlanStatus.READY_STATE and plan.status not in RERUN_STATUSES:
+        raise _not_eligible(plan)
+    if tasks:
+        return _adopt_seen(max(tasks, key=lambda t: t.queued_time or 0), plan, posted=False)
+    log.warning("start_adopted_finished_without_task", plan_status=plan.status)
+    return StartReprotectResult(adopted=True, plan_status=plan.status, sites=_sites(plan))
 
 
 @contextlib.contextmanager
@@ -190,12 +231,14 @@ async def _heartbeat_ticker(interval: float | None = None) -> AsyncIterator[None
     token = _HEARTBEAT.set(holder)
 
     async def tick() -> None:
+        # The first tick after one interval: the heartbeat timeout runs from the activity's
+        # start, and a short activity (most reads take milliseconds) then sends no heartbeat.
         while True:
+            await asyncio.sleep(interval)
             if holder[0] is None:
                 activity.heartbeat()
             else:
                 activity.heartbeat(holder[0])
-            await asyncio.sleep(interval)
 
     ticker = asyncio.create_task(tick())
     try:
@@ -235,6 +278,46 @@ async def _sleep_or_shutdown(seconds: float) -> None:
     finally:
         shutdown.cancel()
     raise ApplicationError("worker is shutting down", type=policies.WORKER_SHUTDOWN)
+
+
+class _PollPacer:
+    """When to poll a running task next: one interval later, or sooner if it ends sooner.
+
+    The task's progress rate is measured between this activity's own polls (worker clock;
+    SRM's clock is never compared with ours). When the estimated remaining time plus a small
+    margin is shorter than the interval, the next poll comes then, but never sooner than a
+    quarter interval. So completion is seen within about the margin instead of up to one
+    interval, while a task whose progress rises steadily costs no extra poll. An early poll
+    that finds the task still running is a miss; after ``EARLY_POLL_MAX_MISSES`` the pacer
+    keeps to the interval, so a task with uneven progress costs at most that many extra polls.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._first: tuple[float, int] | None = None
+        self._early = False
+        self._misses = 0
+
+    def next_delay(self, task: Task, now: float) -> float:
+        """Seconds to wait before the next poll of ``task``, just polled at ``now``."""
+        if self._early:
+            self._misses += 1
+            self._early = False
+        progress = task.progress
+        if task.status != TaskStatus.RUNNING or progress is None:
+            return self._interval
+        if self._first is None or progress < self._first[1]:
+            self._first = (now, progress)
+            return self._interval
+        since, start = self._first
+        if progress <= start or now <= since or self._misses >= EARLY_POLL_MAX_MISSES:
+            return self._interval
+        rate = (progress - start) / (now - since)
+        wanted = (100 - progress) / rate + max(EARLY_POLL_MARGIN_SECONDS, 0.05 * self._interval)
+        if wanted >= self._interval:
+            return self._interval
+        self._early = True
+        return max(self._interval / 4, wanted)
 
 
 # --- helpers shared with activities.operations ------------------------------------------------
@@ -340,14 +423,14 @@ class SrmActivities:
                 return await self._precheck(client, inp)
 
     async def _precheck(self, client: SrmClient, inp: PrecheckInput) -> PrecheckResult:
-        pairing_id = await self.resolve_pairing(client, inp.pairing_id)
-        warnings = await self._check_pairing(client, pairing_id)
-        # Proves the remote credentials and the remote site before anything is started.
-        await client.ensure_remote_session(pairing_id)
+        if inp.pairing_checked and inp.pairing_id is not None:
+            # The bulk run checked pairing health and the remote session once for all its plans.
+            pairing_id, warnings = inp.pairing_id, []
+        else:
+            pairing_id = await self.resolve_pairing(client, inp.pairing_id)
+            warnings = await self.check_pairing_health(client, pairing_id)
         plan = await client.get_plan(pairing_id, inp.plan_id)
-        issues = await client.list_plan_issues(pairing_id, inp.plan_id)
-        warnings += [_issue_text(i) for i in issues]
-        action = self._classify(plan, inp.allow_rerun)
+        action = await self._classify_or_explain(client, pairing_id, plan, inp.allow_rerun)
         result = PrecheckResult(
             pairing_id=pairing_id,
             plan_id=plan.id,
@@ -356,9 +439,18 @@ class SrmActivities:
             action=action,
             sites=_sites(plan),
             warnings=warnings,
+            wait_options=WaitOptions(
+                first_poll_after_interval=action is PlanAction.START,
+                read_plan_on_success=not inp.verify_after,
+            ),
         )
         if action is PlanAction.ALREADY_PROTECTED:
             log.info("precheck_already_protected", plan_status=plan.status)
+            return result
+        if plan.status == PlanStatus.RECOVERY_COMPLETE:
+            # No baseline: a reprotect moves the plan out of RECOVERY_COMPLETE for good, so a
+            # later start attempt tells "a reprotect ran since" from the plan's status alone.
+            log.info("precheck_done", plan_status=plan.status, action=action.value)
             return result
         tasks = await _plan_tasks(client, plan.id)
         result.baseline_task_ids = [t.id for t in tasks]
@@ -392,7 +484,23 @@ class SrmActivities:
             non_retryable=True,
         )
 
+    async def check_pairing_health(self, client: SrmClient, pairing_id: str) -> list[str]:
+        """Both SRM servers up (else PairingUnhealthy), the remote session proven; issues.
+
+        Precheck runs it for a single plan; a bulk run's resolve_selection once for all plans.
+        """
+        warnings = await self._check_pairing(client, pairing_id)
+        # Proves the remote credentials and the remote site before anything is started.
+        await client.ensure_remote_session(pairing_id)
+        return warnings
+
     async def _check_pairing(self, client: SrmClient, pairing_id: str) -> list[str]:
+        await self._require_pairing_up(client, pairing_id)
+        issues = await client.list_pairing_issues(pairing_id)
+        return [_issue_text(i) for i in issues]
+
+    @staticmethod
+    async def _require_pairing_up(client: SrmClient, pairing_id: str) -> None:
         pairing = await client.get_pairing(pairing_id)
         servers = {
             "local SRM": pairing.local_srm_server,
@@ -406,8 +514,29 @@ class SrmActivities:
                     type=policies.PAIRING_UNHEALTHY,
                     non_retryable=True,
                 )
-        issues = await client.list_pairing_issues(pairing_id)
-        return [_issue_text(i) for i in issues]
+
+    async def _classify_or_explain(
+        self, client: SrmClient, pairing_id: str, plan: RecoveryPlan, allow_rerun: bool
+    ) -> PlanAction:
+        """The action for the plan; a blocked plan's error also quotes SRM's plan issues.
+
+        Plan issues are read only here: for an eligible plan verification reports them.
+        """
+        try:
+            return self._classify(plan, allow_rerun)
+        except ApplicationError as err:
+            try:
+                issues = await client.list_plan_issues(pairing_id, plan.id)
+            except SrmError:
+                raise err from None
+            if not issues:
+                raise
+            text = "; ".join(_issue_text(i) for i in issues[:MAX_QUOTED_ISSUES])
+            raise ApplicationError(
+                f"{err.message} SRM plan issues: {text}",
+                type=err.type,
+                non_retryable=err.non_retryable,
+            ) from None
 
     @staticmethod
     def _classify(plan: RecoveryPlan, allow_rerun: bool) -> PlanAction:
@@ -436,7 +565,7 @@ class SrmActivities:
 
     @activity.defn
     async def start_reprotect(self, inp: StartReprotectInput) -> StartReprotectResult:
-        """Adopt a reprotect already running (or finished since the baseline), else POST once."""
+        """Adopt a reprotect already running (or run since precheck), else POST once."""
         client = self.client(inp.site)
         with _bound_log(site=inp.site, plan_id=inp.plan_id), _srm_errors("start_reprotect"):
             async with _heartbeat_ticker():
@@ -445,10 +574,14 @@ class SrmActivities:
     async def _start_or_adopt(
         self, client: SrmClient, inp: StartReprotectInput
     ) -> StartReprotectResult:
-        adopted = await self._find_ours(client, inp)
-        if adopted is not None:
-            return adopted
-        plan = await client.get_plan(inp.pairing_id, inp.plan_id)
+        if _recovered_at_precheck(inp) and activity.info().attempt == 1:
+            # No earlier attempt can have posted: POST without re-reading. SRM refuses (400) a
+            # plan that is no longer eligible, and _post then looks for a reprotect to adopt.
+            return await self._post(client, inp, None)
+        found = await self._look(client, inp)
+        if isinstance(found, StartReprotectResult):
+            return found
+        plan = found
         if plan.status == PlanStatus.READY_STATE:
             log.info("start_found_protected")
             return StartReprotectResult(
@@ -459,25 +592,34 @@ class SrmActivities:
         )
         if not eligible:
             raise _not_eligible(plan)
+        if activity.info().attempt > 1:
+            # A retry may come after a long outage: never POST into a pairing that went down
+            # (a bulk run checked it only once, when the run began).
+            await self._require_pairing_up(client, inp.pairing_id)
         return await self._post(client, inp, plan)
 
-    async def _find_ours(
-        self, client: SrmClient, inp: StartReprotectInput
-    ) -> StartReprotectResult | None:
-        """A reprotect this attempt must adopt instead of POSTing: running, or new since baseline.
+    async def _look(
+        self, client: SrmClient, inp: StartReprotectInput, *, skip: frozenset[str] = frozenset()
+    ) -> StartReprotectResult | RecoveryPlan:
+        """A reprotect to adopt instead of POSTing, else the plan as read now.
 
         Covers the crash window between a POST and the activity's completion: the previous
-        attempt's heartbeat names the task if it got that far; otherwise the task list and the
-        history reports show a reprotect newer than the baseline.
+        attempt's heartbeat names the task if it got that far; otherwise SRM's state shows that
+        a reprotect ran since precheck (``_since_recovered``, ``_since_baseline``). ``skip``:
+        task ids that are not candidates (a refusal answered as a failing task).
         """
         task = await _hinted_task(client, inp.plan_id)
         if task is not None:
             return await self._adopt(client, inp, task, posted=True)
         plan = await client.get_plan(inp.pairing_id, inp.plan_id)
-        tasks = [t for t in await _plan_tasks(client, inp.plan_id) if _is_reprotect_task(t)]
+        tasks = [
+            t
+            for t in await _plan_tasks(client, inp.plan_id)
+            if _is_reprotect_task(t) and t.id not in skip
+        ]
         running = [t for t in tasks if not t.is_terminal]
         if running:
-            return await self._adopt(client, inp, running[0], posted=False)
+            return _adopt_seen(running[0], plan, posted=False)
         if plan.status == PlanStatus.REPROTECT_IN_PROGRESS:
             # Plan and task list disagree for a moment; re-read on the next attempt.
             raise ApplicationError(
@@ -485,19 +627,35 @@ class SrmActivities:
                 "reprotect task yet",
                 type=policies.PLAN_BUSY,
             )
+        if _recovered_at_precheck(inp):
+            return _since_recovered(plan, tasks)
+        return await self._since_baseline(client, inp, plan, tasks)
+
+    async def _since_baseline(
+        self, client: SrmClient, inp: StartReprotectInput, plan: RecoveryPlan, tasks: list[Task]
+    ) -> StartReprotectResult | RecoveryPlan:
+        """Adopt a reprotect task newer than the baseline (precheck's, or the previous run's)."""
         baseline = set(inp.baseline_task_ids)
-        fresh = [t for t in tasks if t.id not in baseline]
+        since = inp.last_reprotect_report_ms
+        fresh = [
+            t
+            for t in tasks
+            if t.id not in baseline
+            # An older reprotect (an earlier failover cycle) is never this attempt's own.
+            and (since is None or t.queued_time is None or t.queued_time > since)
+        ]
         if fresh:
             newest = max(fresh, key=lambda t: t.queued_time or 0)
-            return await self._adopt(client, inp, newest, posted=False)
-        if activity.info().attempt > 1 and await self._newer_report(client, inp):
+            return _adopt_seen(newest, plan, posted=False)
+        if activity.info().attempt > 1 and await self._newer_report(client, inp, plan):
             # A reprotect finished since the baseline but its task is no longer listed.
             log.warning("start_adopted_finished_without_task", plan_status=plan.status)
             return StartReprotectResult(adopted=True, plan_status=plan.status, sites=_sites(plan))
-        return None
+        return plan
 
-    async def _newer_report(self, client: SrmClient, inp: StartReprotectInput) -> bool:
-        plan = await client.get_plan(inp.pairing_id, inp.plan_id)
+    async def _newer_report(
+        self, client: SrmClient, inp: StartReprotectInput, plan: RecoveryPlan
+    ) -> bool:
         newest = await self._last_reprotect_ms(client, inp.pairing_id, plan)
         baseline = inp.last_reprotect_report_ms
         return newest is not None and (baseline is None or newest > baseline)
@@ -517,16 +675,19 @@ class SrmActivities:
         )
 
     async def _post(
-        self, client: SrmClient, inp: StartReprotectInput, plan: RecoveryPlan
+        self, client: SrmClient, inp: StartReprotectInput, plan: RecoveryPlan | None
     ) -> StartReprotectResult:
-        """The one POST of this attempt; an ambiguous failure is settled by re-reading SRM."""
+        """The one POST of this attempt; an ambiguous failure is settled by re-reading SRM.
+
+        ``plan`` is None on the direct path (precheck's RECOVERY_COMPLETE, first attempt).
+        """
         try:
             task = await client.reprotect(inp.pairing_id, inp.plan_id, forced=inp.forced)
         except SrmHttpError as exc:
             if exc.status == 400 and exc.method == "POST" and "actions" in exc.path:
-                # Someone may have started it between our read and our POST.
-                again = await self._find_ours(client, inp)
-                if again is not None:
+                # Not eligible (any more): someone may have started it since precheck.
+                again = await self._look(client, inp)
+                if isinstance(again, StartReprotectResult):
                     return again
             if not is_retryable(exc):
                 raise
@@ -537,7 +698,16 @@ class SrmActivities:
             return await self._settle_ambiguous(client, inp, exc)
         # Recorded at once so a crash before completion lets the next attempt adopt by id.
         _set_heartbeat(TaskProgress(task_id=task.id, status=task.status, progress=0))
-        log.info("reprotect_posted", task_id=task.id, forced=inp.forced)
+        log.info("reprotect_posted", task_id=task.id, forced=inp.forced, direct=plan is None)
+        if plan is None and task.status == TaskStatus.ERROR:
+            # SRM may refuse an ineligible plan with a task that fails at once instead of a
+            # 400; look as the 400 path does. Nothing to adopt: follow the failing task.
+            again = await self._look(client, inp, skip=frozenset({task.id}))
+            if isinstance(again, StartReprotectResult):
+                return again
+        if plan is None:
+            status = inp.precheck_status or PlanStatus.RECOVERY_COMPLETE
+            return StartReprotectResult(task_id=task.id, posted=True, plan_status=status)
         return StartReprotectResult(
             task_id=task.id, posted=True, plan_status=plan.status, sites=_sites(plan)
         )
@@ -548,10 +718,10 @@ class SrmActivities:
         """The POST may or may not have started a task: look, never POST blindly again."""
         log.warning("reprotect_post_ambiguous", error=str(exc))
         try:
-            found = await self._find_ours(client, inp)
+            found = await self._look(client, inp)
         except SrmError:
             found = None
-        if found is not None:
+        if isinstance(found, StartReprotectResult):
             return found
         # Nothing visible: fail this attempt; the retry re-reads state (and history) first.
         raise exc
@@ -560,10 +730,18 @@ class SrmActivities:
 
     @activity.defn
     async def wait_for_task(self, inp: WaitForTaskInput) -> TaskOutcome:
-        """Poll the SRM task until it ends, heartbeating its progress; resumes after a crash."""
+        """Poll the SRM task until it ends, heartbeating its progress; resumes after a crash.
+
+        A task the start step has just POSTed is first polled one interval later (nothing can
+        be seen sooner); a resumed or adopted task at once. Between polls ``_PollPacer`` waits
+        one interval, or less when the task's progress says it ends before the next poll. The
+        plan is read at the end unless the task ended SUCCESS and verification re-reads it.
+        """
         client = self.client(inp.site)
         previous = _previous_progress(inp.task_id)
         interval = max(1.0, inp.poll_interval_seconds)
+        fresh = previous is None and activity.info().attempt == 1
+        first_delay = interval if fresh and inp.options.first_poll_after_interval else 0.0
         with (
             _bound_log(site=inp.site, plan_id=inp.plan_id, task_id=inp.task_id),
             self._following(inp.site) as finished,
@@ -572,21 +750,25 @@ class SrmActivities:
                 log.info("wait_resumed", progress=previous.progress, polls=previous.polls)
             async with _heartbeat_ticker():
                 _set_heartbeat(previous or TaskProgress(task_id=inp.task_id))
-                task = await self._poll_until_terminal(client, inp, previous, interval)
+                task = await self._poll_until_terminal(client, inp, previous, interval, first_delay)
                 finished.append(task)
-                with _srm_errors("wait_for_task"):
-                    plan = await client.get_plan(inp.pairing_id, inp.plan_id)
+                plan = None
+                succeeded = task is not None and task.status == TaskStatus.SUCCESS
+                if inp.options.read_plan_on_success or not succeeded:
+                    with _srm_errors("wait_for_task"):
+                        plan = await client.get_plan(inp.pairing_id, inp.plan_id)
             message = None
             if task is not None and task.error is not None:
                 message = task.error.message or task.error.details
-            log.info("srm_task_finished", status=task.status if task else None, plan=plan.status)
+            plan_status = plan.status if plan is not None else None
+            log.info("srm_task_finished", status=task.status if task else None, plan=plan_status)
             return TaskOutcome(
                 task_id=inp.task_id,
                 status=task.status if task is not None else "UNKNOWN",
                 progress=task.progress if task is not None else None,
                 error_message=message,
-                plan_status=plan.status,
-                sites=_sites(plan),
+                plan_status=plan_status,
+                sites=_sites(plan) if plan is not None else Sites(),
                 queued_time_ms=task.queued_time if task is not None else None,
                 complete_time_ms=task.complete_time if task is not None else None,
             )
@@ -614,6 +796,7 @@ class SrmActivities:
         inp: WaitForTaskInput,
         previous: TaskProgress | None,
         interval: float,
+        first_delay: float = 0.0,
     ) -> Task | None:
         """The poll loop; absorbs a bounded run of transient SRM errors with backoff.
 
@@ -622,6 +805,10 @@ class SrmActivities:
         """
         failures = 0
         current = previous or TaskProgress(task_id=inp.task_id)
+        pacer = _PollPacer(interval)
+        loop = asyncio.get_running_loop()
+        if first_delay > 0:
+            await _sleep_or_shutdown(first_delay)
         while True:
             try:
                 task = await client.get_task(inp.task_id)
@@ -655,7 +842,7 @@ class SrmActivities:
             _set_heartbeat(current)
             if task.is_terminal:
                 return task
-            await _sleep_or_shutdown(interval)
+            await _sleep_or_shutdown(pacer.next_delay(task, loop.time()))
 
     @staticmethod
     def _backoff(exc: SrmError, failures: int, interval: float) -> float:
@@ -668,10 +855,12 @@ class SrmActivities:
 
     @activity.defn
     async def verify(self, inp: VerifyInput) -> VerifyResult:
-        """Check plan, sites, groups, VMs, issues and the newest history report after reprotect.
+        """Check the plan (READY_STATE, sites swapped) and the newest history report.
 
-        SRM updates groups and history a little after the task ends, so mismatches are
-        re-checked for ``settle_seconds`` before they count.
+        Two reads when all is well. Groups, their VMs and plan issues are read only to explain
+        a problem, or the warnings of a reprotect that finished with WARNINGS. SRM updates the
+        plan and history a little after the task ends, so mismatches are re-checked for
+        ``settle_seconds`` before they count.
         """
         client = self.client(inp.site)
         loop = asyncio.get_running_loop()
@@ -700,10 +889,12 @@ class SrmActivities:
                 f"at {plan.recovery_site_name!r}; expected the sites swapped to "
                 f"{expected.protected_site_name!r} -> {expected.recovery_site_name!r}"
             )
-        await self._inspect_groups(client, pid, plan_id, problems)
-        await _add_plan_issues(client, pid, plan_id, problems, warnings)
         reports = await client.list_history_reports(pid, plan_id)
         result.report_result = self._inspect_history(reports, problems, warnings)
+        if problems or result.report_result == ResultState.WARNINGS:
+            # Which group, VM or plan issue is behind the problem or the warnings.
+            await self._inspect_groups(client, pid, plan_id, problems)
+            await _add_plan_issues(client, pid, plan_id, problems, warnings)
         result.ok = not problems
         return result
 

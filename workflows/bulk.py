@@ -256,6 +256,7 @@ class BulkReprotectWorkflow:
             verify=self._input.verify,
             poll_interval_seconds=self._input.poll_interval_seconds,
             deadline_seconds=self._input.plan_deadline_seconds,
+            pairing_checked=True,  # resolve_selection checked it once for the whole run
         )
         try:
             result = await workflow.execute_child_workflow(

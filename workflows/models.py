@@ -76,6 +76,11 @@ class ReprotectPlanInput(_Model):
     deadline_seconds: float | None = Field(
         None, gt=0, description="Overall deadline; the workflow stops waiting after it"
     )
+    pairing_checked: bool = Field(
+        False,
+        description="The caller (a bulk run) already checked the pairing's health and the "
+        "remote session, so precheck reads only the plan; used only with pairing_id",
+    )
 
 
 class Sites(_Model):
@@ -160,6 +165,19 @@ class PrecheckInput(_Model):
     pairing_id: str | None = None
     plan_id: str
     allow_rerun: bool = True
+    # A bulk run checked the pairing once for all its plans: read the plan only.
+    pairing_checked: bool = False
+    # The workflow verifies after the task, so wait_for_task need not read the plan on SUCCESS.
+    verify_after: bool = False
+
+
+class WaitOptions(_Model):
+    """How ``wait_for_task`` follows a task; the defaults are the cautious behaviour."""
+
+    # The start step is about to POST the task: nothing is to be seen before one interval.
+    first_poll_after_interval: bool = False
+    # Read the plan once the task ended SUCCESS (not needed when verification re-reads it).
+    read_plan_on_success: bool = True
 
 
 class PrecheckResult(_Model):
@@ -174,9 +192,13 @@ class PrecheckResult(_Model):
     running_task_id: str | None = None
     # Tasks already on the plan and the newest REPROTECT report before srmflow acts: anything
     # newer proves a reprotect ran since (srmflow's own, if an attempt crashed after its POST).
+    # Only read for a plan found REPROTECT_IN_PROGRESS or in a re-run status: a plan found
+    # RECOVERY_COMPLETE leaves that status for good once a reprotect runs, which is proof enough.
     baseline_task_ids: list[str] = Field(default_factory=list)
     last_reprotect_report_ms: int | None = None
     warnings: list[str] = Field(default_factory=list)
+    # Passed on to wait_for_task by the workflow (plan_steps.wait_input).
+    wait_options: WaitOptions = Field(default_factory=WaitOptions)
 
 
 class StartReprotectInput(_Model):
@@ -192,6 +214,10 @@ class StartReprotectInput(_Model):
     baseline_task_ids: list[str] = Field(default_factory=list)
     # Newest REPROTECT history report before this attempt; a newer one proves a finished run.
     last_reprotect_report_ms: int | None = None
+    # The plan status precheck found, given for the workflow's first reprotect attempt only.
+    # RECOVERY_COMPLETE: the plan's status alone shows whether a reprotect ran since (no
+    # baseline needed), and the first activity attempt POSTs without re-reading the plan.
+    precheck_status: str | None = None
 
 
 class StartReprotectResult(_Model):
@@ -213,6 +239,7 @@ class WaitForTaskInput(_Model):
     plan_id: str
     task_id: str
     poll_interval_seconds: float = 5.0
+    options: WaitOptions = Field(default_factory=WaitOptions)
 
 
 class TaskProgress(_Model):
@@ -225,7 +252,11 @@ class TaskProgress(_Model):
 
 
 class TaskOutcome(_Model):
-    """A finished SRM task and the plan status it left behind."""
+    """A finished SRM task and the plan status it left behind.
+
+    ``plan_status`` is None (and ``sites`` empty) when the task ended SUCCESS and the plan was
+    not read because verification follows (``WaitOptions.read_plan_on_success``).
+    """
 
     task_id: str
     status: str

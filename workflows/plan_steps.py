@@ -18,7 +18,7 @@ from temporalio.exceptions import CancelledError as CancelledFailure
 with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.bulk_models import Selection, SelectionInput
-    from workflows.models import TaskOutcome, WaitForTaskInput
+    from workflows.models import TaskOutcome, WaitForTaskInput, WaitOptions
 
 
 class Stop(Exception):
@@ -86,13 +86,18 @@ def no_task_outcome(plan_status: str | None) -> TaskOutcome:
 
 
 def wait_input(site: str, pre: Any, task_id: str, poll_interval_seconds: float) -> WaitForTaskInput:
-    """Input of ``wait_for_task`` following ``task_id`` on the prechecked plan."""
+    """Input of ``wait_for_task`` following ``task_id`` on the prechecked plan.
+
+    A reprotect precheck says how to follow the task (``PrecheckResult.wait_options``); other
+    prechecks have no such field and get the cautious defaults.
+    """
     return WaitForTaskInput(
         site=site,
         pairing_id=pre.pairing_id,
         plan_id=pre.plan_id,
         task_id=task_id,
         poll_interval_seconds=poll_interval_seconds,
+        options=getattr(pre, "wait_options", None) or WaitOptions(),
     )
 
 

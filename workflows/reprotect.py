@@ -140,6 +140,8 @@ class ReprotectPlanWorkflow:
                     pairing_id=inp.pairing_id,
                     plan_id=inp.plan_id,
                     allow_rerun=inp.rerun_incomplete_plans,
+                    pairing_checked=inp.pairing_checked,
+                    verify_after=inp.verify,
                 ),
                 start_to_close=policies.PRECHECK_START_TO_CLOSE,
                 schedule_to_close=policies.PRECHECK_SCHEDULE_TO_CLOSE,
@@ -168,6 +170,7 @@ class ReprotectPlanWorkflow:
             allow_rerun=inp.rerun_incomplete_plans or attempt > 1,
             baseline_task_ids=[*pre.baseline_task_ids, *self._result.srm_task_ids],
             last_reprotect_report_ms=baseline_ms,
+            precheck_status=pre.plan_status if attempt == 1 else None,
         )
         self._result.attempts = attempt
         with self._timed(Step.START, attempt):
