@@ -33,8 +33,10 @@ from bench.common import (
 )
 from srmflow.demo import DemoStack
 from srmflow.log import configure_logging
+from srmflow.report import bulk_rows
 from workflows.bulk import BulkReprotectWorkflow
-from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
+from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult, PlanSummary
+from workflows.models import ReprotectPlanResult, reprotect_workflow_id
 
 RUN_ID = "bulk-reprotect/default/bench"
 
@@ -70,7 +72,12 @@ async def run_srmflow(args: argparse.Namespace, state_dir: Path) -> dict[str, An
         worker_rss, worker_cpu = proc_figures(stack.procs["worker"].pid)
         _, temporal_cpu = proc_figures(stack.procs["temporal"].pid)
         state = await sim_admin(stack, "state")
-        plan_histories = await histories(client, [p.workflow_id or "" for p in result.plans])
+        rows = await bulk_rows(client, RUN_ID, result)
+        plan_ids = [
+            reprotect_workflow_id("default", result.pairing_id or "", p.plan_id) for p in rows
+        ]
+        plan_histories = await histories(client, plan_ids)
+        details = await plan_results(client, plan_ids)
         parent = await history_size(client, RUN_ID)
     finally:
         left = stack.stop()
@@ -78,6 +85,8 @@ async def run_srmflow(args: argparse.Namespace, state_dir: Path) -> dict[str, An
             print(f"could not stop: {left}")
     return {
         "result": result,
+        "rows": rows,
+        "details": details,
         "wall_s": wall,
         "worker_rss_mib": worker_rss,
         "worker_cpu_s": worker_cpu,
@@ -88,12 +97,74 @@ async def run_srmflow(args: argparse.Namespace, state_dir: Path) -> dict[str, An
     }
 
 
-def _lags(result: BulkReprotectResult, state: dict[str, Any]) -> list[float]:
+async def plan_results(client: Any, workflow_ids: list[str]) -> list[ReprotectPlanResult]:
+    """Each plan workflow's result (its step timings), a few at a time."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(workflow_id: str) -> ReprotectPlanResult:
+        async with gate:
+            handle = client.get_workflow_handle(workflow_id, result_type=ReprotectPlanResult)
+            return await handle.result()
+
+    return list(await asyncio.gather(*(one(w) for w in workflow_ids)))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def overhead(
+    rows: list[PlanSummary],
+    details: list[ReprotectPlanResult],
+    state: dict[str, Any],
+    concurrency: int,
+) -> dict[str, float]:
+    """Where a plan's time beyond its SRM task goes, in mean seconds per plan.
+
+    ``to_first_step``: the parent starts the child -> the child's first step starts;
+    each step's duration (``srm_task_beyond_task``: the wait step minus the simulator task);
+    ``between_steps``: workflow-task turns between steps; ``to_parent``: the child's last step
+    ends -> the parent records the result; ``refill``: a slot frees (the k-th result) -> the
+    parent starts the next plan in it.
+    """
+    tasks = {t["id"]: t for t in state["tasks"]}
+    parts: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        parts.setdefault(name, []).append(value)
+
+    for row, detail in zip(rows, details, strict=True):
+        steps = [s for s in detail.steps if s.ended_at is not None]
+        task = tasks.get(row.srm_task_id or "")
+        if not steps or row.started_at is None or row.ended_at is None or task is None:
+            continue
+        add("total", (row.ended_at - row.started_at).total_seconds())
+        add("sim_task", (task["end_ms"] - task["created_ms"]) / 1000)
+        add("to_first_step", (steps[0].started_at - row.started_at).total_seconds())
+        busy = 0.0
+        for step in steps:
+            seconds = (step.ended_at - step.started_at).total_seconds()  # type: ignore[operator]
+            busy += seconds
+            add(str(step.step.value), seconds)
+        add("srm_task_beyond_task", parts["srm_task"][-1] - parts["sim_task"][-1])
+        span = (steps[-1].ended_at - steps[0].started_at).total_seconds()  # type: ignore[operator]
+        add("between_steps", span - busy)
+        add("to_parent", (row.ended_at - steps[-1].ended_at).total_seconds())  # type: ignore[operator]
+    starts = sorted(r.started_at for r in rows if r.started_at is not None)
+    ends = sorted(r.ended_at for r in rows if r.ended_at is not None)
+    for i in range(concurrency, len(starts)):
+        parts.setdefault("refill", []).append((starts[i] - ends[i - concurrency]).total_seconds())
+    out = {name: _mean(values) for name, values in parts.items()}
+    out["beyond_task"] = out.get("total", math.nan) - out.get("sim_task", math.nan)
+    return out
+
+
+def _lags(rows: list[PlanSummary], state: dict[str, Any]) -> list[float]:
     """Simulator task end -> the plan's result recorded in the bulk run, in seconds."""
     ends = {t["id"]: t["end_ms"] for t in state["tasks"]}
     return [
         p.ended_at.timestamp() - ends[p.srm_task_id] / 1000
-        for p in result.plans
+        for p in rows
         if p.srm_task_id in ends and p.ended_at is not None
     ]
 
@@ -105,7 +176,7 @@ def figures(args: argparse.Namespace, run: dict[str, Any], base: dict[str, Any] 
     ops = [t for t in state["tasks"] if t["kind"] == "reprotect"]
     task_s = percentile([(t["end_ms"] - t["created_ms"]) / 1000 for t in ops], 0.5)
     ideal = math.ceil(n / args.concurrency) * task_s
-    lags = _lags(result, state)
+    lags = _lags(run["rows"], state)
     events = [h[0] for h in run["plan_histories"]]
     sizes = [h[1] for h in run["plan_histories"]]
     requests = {k: v / n for k, v in sorted(state["requests"].items())}
@@ -137,6 +208,7 @@ def figures(args: argparse.Namespace, run: dict[str, Any], base: dict[str, Any] 
         "worker_cpu_s": run["worker_cpu_s"],
         "worker_cpu_s_per_100_plans": run["worker_cpu_s"] * 100 / n,
         "temporal_cpu_s": run["temporal_cpu_s"],
+        "per_plan_seconds": overhead(run["rows"], run["details"], state, args.concurrency),
     }
     if base is not None:
         out["baseline_makespan_s"] = base["makespan_s"]
@@ -182,7 +254,11 @@ def render(f: dict[str, Any]) -> str:
         (f"  requests/plan {_short(route)}", f"{count:.2f}", "")
         for route, count in f["requests_per_plan_by_route"].items()
     ]
-    return table(rows + routes, ("figure", "value", "target"))
+    seconds = [
+        (f"  per plan s: {name}", f"{value:.2f}", "")
+        for name, value in f["per_plan_seconds"].items()
+    ]
+    return table(rows + routes + seconds, ("figure", "value", "target"))
 
 
 def _short(route: str) -> str:

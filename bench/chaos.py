@@ -34,6 +34,7 @@ from temporalio.worker import Replayer
 from bench.common import sim_admin, stop_on_sigterm, table
 from srmflow.demo import DemoStack
 from srmflow.log import configure_logging
+from srmflow.report import bulk_rows
 from worker import WORKFLOWS
 from workflows.bulk import BulkReprotectWorkflow
 from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
@@ -195,7 +196,7 @@ async def verify(chaos: Chaos, client: Client, result: BulkReprotectResult) -> d
         "duplicated": sorted({p for p, n in executed.items() if n > 1} | _repeats(per_plan)),
         "never_posted": sorted(plans - set(executed)),
         "not_ready": sorted(p["id"] for p in state["plans"] if p["status"] != "READY_STATE"),
-        "stuck": [w.id for w in running],
+        "stuck": stuck,
         "replay_failures": await replay_all(client, ids),
         "faults_injected": state["faults_injected"],
         "max_in_flight": state["max_in_flight"],

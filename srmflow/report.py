@@ -1,8 +1,10 @@
 """Run reports a DR audit accepts: per-plan outcome, SRM task, step timings, errors; totals.
 
-``collect_report`` reads a bulk run (or one plan's workflow) from Temporal; the ``render_*``
-functions are pure. The HTML is one self-contained file (inline CSS and SVG, no external URL)
-with a timeline of plans over time, so concurrency is visible on an offline machine.
+``collect_report`` reads a bulk run from Temporal: its rows (``bulk_rows`` gathers them from the
+runs of a run that continued as new) merged with each plan workflow's own result; the
+``render_*`` functions are pure. The HTML is one self-contained file (inline CSS and SVG, no
+external URL) with a timeline of plans over time, so concurrency is visible on an offline
+machine.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +22,17 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
-from workflows.bulk_models import BulkReprotectResult, PlanSummary
+from workflows.bulk_models import (
+    NOT_FOUND_REASON,
+    BulkReprotectInput,
+    BulkReprotectResult,
+    PlanSummary,
+    is_truncated,
+    not_found_row,
+    skipped_row,
+)
 from workflows.drill_models import DrillResult
-from workflows.models import ReprotectPlanResult
+from workflows.models import ReprotectOutcome, ReprotectPlanResult, reprotect_workflow_id
 
 FORMATS = ("md", "json", "html", "csv")
 STEP_NAMES = ("precheck", "start", "srm_task", "verify")
@@ -82,11 +93,20 @@ def _step_seconds(result: ReprotectPlanResult) -> dict[str, float]:
     return seconds
 
 
-def plan_row(summary: PlanSummary, detail: ReprotectPlanResult | None) -> PlanRow:
-    """Merge the bulk summary with the plan workflow's full result (when it is available)."""
+def plan_row(
+    summary: PlanSummary, detail: ReprotectPlanResult | None, workflow_id: str | None = None
+) -> PlanRow:
+    """Merge the bulk row with the plan workflow's full result (when it is available): steps,
+    warnings, and the whole reason and SRM message where the row holds them cut short."""
     duration = None
     if summary.started_at and summary.ended_at:
         duration = round((summary.ended_at - summary.started_at).total_seconds(), 3)
+    reason, srm_error = summary.reason, summary.srm_error
+    if detail is not None and detail.srm_task_id == summary.srm_task_id:
+        if is_truncated(reason) and detail.reason:
+            reason = detail.reason
+        if (srm_error is None or is_truncated(srm_error)) and detail.srm_error:
+            srm_error = detail.srm_error
     return PlanRow(
         plan_id=summary.plan_id,
         plan_name=summary.plan_name,
@@ -100,10 +120,10 @@ def plan_row(summary: PlanSummary, detail: ReprotectPlanResult | None) -> PlanRo
         attempts=summary.attempts,
         forced_used=summary.forced_used,
         approved_by=summary.approved_by,
-        srm_error=summary.srm_error,
-        reason=summary.reason,
+        srm_error=srm_error,
+        reason=reason,
         warnings=list(detail.warnings) if detail else [],
-        workflow_id=summary.workflow_id,
+        workflow_id=workflow_id,
     )
 
 
@@ -121,6 +141,56 @@ async def _plan_detail(
             return None
 
 
+async def run_inputs(client: Client, run_id: str) -> AsyncIterator[BulkReprotectInput]:
+    """The input of every run of a bulk workflow, newest first, along the continue-as-new
+    chain (each run's first history event only; no worker needed)."""
+    run: str | None = (await client.get_workflow_handle(run_id).describe()).run_id
+    while run:
+        handle = client.get_workflow_handle(run_id, run_id=run)
+        started = None
+        async for event in handle.fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            break
+        if started is None:
+            return
+        values = await client.data_converter.decode(started.input.payloads, [BulkReprotectInput])
+        yield values[0]
+        run = started.continued_execution_run_id or None
+
+
+async def bulk_rows(client: Client, run_id: str, result: BulkReprotectResult) -> list[PlanSummary]:
+    """Every plan's row of a finished bulk run, in the order the run recorded them.
+
+    A result with ``plans_complete`` holds them all. Otherwise each run's rows are in the
+    input of the run after it (``state.previous``) and the last run's in the result; the
+    unknown and never-started plans are rebuilt from the id lists. Nothing is de-duplicated,
+    so a plan recorded twice would show twice.
+    """
+    if result.plans_complete:
+        return list(result.plans)
+    segments = [list(result.plans)]
+    async for inp in run_inputs(client, run_id):
+        if inp.state is None:
+            break
+        segments.append(inp.state.previous)
+        if inp.state.results:
+            # A run from before segments carried every row so far (unknown ids included).
+            segments.append([r for r in inp.state.results if r.reason != NOT_FOUND_REASON])
+            break
+    rows = [not_found_row(plan_id, result.started_at) for plan_id in result.unknown_plan_ids]
+    for segment in reversed(segments):
+        rows += segment
+    rows += [skipped_row(plan_id, None, result.stop_reason) for plan_id in result.not_started]
+    return rows
+
+
+def _has_workflow(row: PlanSummary, unknown: set[str]) -> bool:
+    """Whether the plan got a reprotect workflow (not for unknown ids nor unstarted plans)."""
+    if row.outcome == ReprotectOutcome.SKIPPED or row.plan_id in unknown:
+        return False
+    return row.reason != NOT_FOUND_REASON
+
+
 async def collect_report(client: Client, run_id: str) -> RunReport:
     """Read a finished bulk run and its plans' workflows into a RunReport."""
     handle = client.get_workflow_handle(run_id, result_type=BulkReprotectResult)
@@ -128,9 +198,17 @@ async def collect_report(client: Client, run_id: str) -> RunReport:
     if description.status == WorkflowExecutionStatus.RUNNING:
         raise ValueError(f"run {run_id} is still running; wait for it or use `srmflow status`")
     result = await handle.result()
+    rows = await bulk_rows(client, run_id, result)
+    unknown = set(result.unknown_plan_ids)
+    workflow_ids = [
+        reprotect_workflow_id(result.site, result.pairing_id or "", row.plan_id)
+        if _has_workflow(row, unknown)
+        else None
+        for row in rows
+    ]
     limit = asyncio.Semaphore(20)
     details = await asyncio.gather(
-        *(_plan_detail(client, summary.workflow_id, limit) for summary in result.plans)
+        *(_plan_detail(client, workflow_id, limit) for workflow_id in workflow_ids)
     )
     return RunReport(
         run_id=run_id,
@@ -144,7 +222,10 @@ async def collect_report(client: Client, run_id: str) -> RunReport:
         counts=result.counts,
         failures_by_cause=result.failures_by_cause,
         stop_reason=result.stop_reason,
-        plans=[plan_row(s, d) for s, d in zip(result.plans, details, strict=True)],
+        plans=[
+            plan_row(row, detail, workflow_id)
+            for row, detail, workflow_id in zip(rows, details, workflow_ids, strict=True)
+        ],
     )
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
+from srmflow.report import bulk_rows
 from tests.bulk_support import bulk_worker, outcomes, progress, start_bulk
 from tests.reprotect_support import eventually, unique_site
 from tests.simfixture import MakeSim
@@ -53,6 +54,7 @@ async def test_200_plans_with_task_errors_and_shared_groups(
         result = await handle.result()
 
     assert len(result.plans) == PLANS
+    assert result.plans_complete
     assert {p.plan_id for p in result.plans} == set(sim.state.plans)
     counts = Counter(outcomes(result).values())
     assert counts["FAILED"] > 0, "10% task errors must show up as failed plans"
@@ -118,7 +120,7 @@ async def test_controls_pause_resume_concurrency_cancel(
 
 
 async def _has_results(handle: object, n: int) -> bool:
-    return len((await progress(handle)).results) >= n  # type: ignore[arg-type]
+    return (await progress(handle)).finished >= n  # type: ignore[arg-type]
 
 
 async def _quiet(handle: object) -> object:
@@ -147,8 +149,14 @@ async def test_continue_as_new_keeps_every_plan_once(
         result = await handle.result()
 
     assert result.continued_as_new >= 1
-    assert sorted(p.plan_id for p in result.plans) == sorted(sim.state.plans)
-    assert set(outcomes(result).values()) == {"REPROTECTED"}
+    rows = await bulk_rows(client, handle.id, result)
+    assert sorted(p.plan_id for p in rows) == sorted(sim.state.plans)
+    assert {p.outcome.value for p in rows} == {"REPROTECTED"}
+    if result.continued_as_new >= 2:
+        # The first runs' rows are in the later runs' inputs, not in the result.
+        assert not result.plans_complete
+        assert len(result.plans) < len(rows)
+    assert result.counts["REPROTECTED"] == len(sim.state.plans)
     assert _posts_per_plan(await sim.admin("GET", "state")) == dict.fromkeys(sim.state.plans, 1)
 
 
@@ -185,6 +193,8 @@ async def test_dry_run_reports_eligibility_and_conflicts_without_posts(
     assert all(len(c.plan_ids) == 2 for c in report.conflicts)
     assert report.estimated_seconds > 0
     assert outcomes(result)["DrRecoveryRecoveryPlan:nope"] == "FAILED"
+    assert result.unknown_plan_ids == ["DrRecoveryRecoveryPlan:nope"]
+    assert result.counts["SKIPPED"] == 8
     assert not [e for e in await sim.journal() if e["path"].endswith("/actions/reprotect")]
 
 
@@ -213,6 +223,7 @@ async def test_unknown_ids_fail_alone_and_empty_selection_is_explained(
         nothing = await empty.result()
 
     assert outcomes(result) == {first: "REPROTECTED", "missing-plan": "FAILED"}
+    assert result.failures_by_cause == {"SrmNotFound": ["missing-plan"]}
     missing = next(p for p in result.plans if p.plan_id == "missing-plan")
     assert "not found" in (missing.reason or "")
     assert nothing.plans == []

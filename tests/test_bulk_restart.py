@@ -59,7 +59,7 @@ async def _results(handle: Handle) -> int:
         progress = await asyncio.wait_for(handle.query(BulkReprotectWorkflow.progress), 5)
     except (RPCError, TimeoutError):
         return -1
-    return len(progress.results)
+    return progress.finished
 
 
 async def _wait_results(handle: Handle, count: int, within: float = 120) -> None:

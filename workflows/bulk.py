@@ -3,13 +3,14 @@
 A sliding window keeps at most ``max_concurrency`` plans in flight and never runs two plans that
 share a protection group at once. Children use the single-plan workflow ids, so a plan already
 being reprotected elsewhere is awaited, not started twice. Long runs drain and continue as new
-with the queue and the compact results.
+with the queue, the totals and the compact rows of the run that ends (a segment, bounded in
+rows and bytes), so no payload holds every row of a large run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,11 +25,20 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from workflows import plan_steps, policies
     from workflows.bulk_models import (
+        CARRY_BUDGET,
+        MIN_SEGMENT_ROWS,
+        NOT_FOUND_REASON,
+        REASON_MAX,
+        RECENT_ROWS,
+        ROW_RESERVE,
+        SEGMENT_ROWS,
+        SRM_ERROR_MAX,
         AwaitWorkflowInput,
         BulkProgress,
         BulkReprotectInput,
         BulkReprotectResult,
         BulkState,
+        BulkTotals,
         CancelRemaining,
         ConcurrencyChange,
         ControlAck,
@@ -38,8 +48,17 @@ with workflow.unsafe.imports_passed_through():
         InFlightPlan,
         PlanRef,
         PlanSummary,
+        ResultsPage,
+        ResultsPageRequest,
         RunState,
         SelectionInput,
+        cap_text,
+        carried_ref,
+        compact_row,
+        json_size,
+        listed_within_budget,
+        not_found_row,
+        skipped_row,
     )
     from workflows.bulk_schedule import estimate_makespan, eta_seconds, group_conflicts, startable
     from workflows.models import (
@@ -55,6 +74,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.reprotect import ReprotectPlanWorkflow
 
 INCOMPLETE = "INCOMPLETE_REPROTECT"
+# Runs started before segments replay without the SEGMENT_ROWS limit on starting plans.
+SEGMENTS_PATCH = "bulk-result-segments"
+WEBHOOK_PLAN_IDS = 200
 AWAIT_HEARTBEAT = timedelta(seconds=60)
 # A plan's workflow may legitimately run for many hours; the activity only waits on it.
 AWAIT_TIMEOUT = timedelta(days=2)
@@ -67,7 +89,13 @@ class BulkReprotectWorkflow:
     @workflow.init
     def __init__(self, input: BulkReprotectInput) -> None:
         self._input = input
-        self._state = input.state or BulkState(concurrency=input.max_concurrency)
+        self._state = _upgraded(input.state or BulkState(concurrency=input.max_concurrency))
+        self._totals = self._state.totals or BulkTotals()
+        # Rows recorded by this run; the previous run's rows are kept for the queries only.
+        self._rows: list[PlanSummary] = []
+        self._segmented = False
+        # Bytes the next run's input would carry: queue, totals, unknown ids, this run's rows.
+        self._carry = 0
         self._run_state = RunState.RESOLVING if input.state is None else RunState.RUNNING
         self._in_flight: dict[str, InFlightPlan] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -78,10 +106,13 @@ class BulkReprotectWorkflow:
     @workflow.run
     async def run(self, input: BulkReprotectInput) -> BulkReprotectResult:
         """Resolve the selection, run the window until done, drain and continue when long."""
+        self._segmented = workflow.patched(SEGMENTS_PATCH)
         if self._state.pairing_id is None:
             await self._resolve()
         if input.dry_run:
             return await self._dry_run()
+        if self._segmented:
+            self._carry = self._carry_base()
         try:
             await self._schedule()
         except asyncio.CancelledError:
@@ -89,13 +120,13 @@ class BulkReprotectWorkflow:
             raise
         if self._state.queue and not self._state.stop_reason:
             await workflow.wait_condition(workflow.all_handlers_finished)
-            self._state.runs += 1
-            workflow.continue_as_new(self._input.model_copy(update={"state": self._state}))
+            workflow.continue_as_new(self._next_input())
         self._run_state = RunState.DONE
         await workflow.wait_condition(workflow.all_handlers_finished)
-        result = self._result()
+        result = self._result(workflow.now())
         if input.webhook is not None and input.webhook.on_completion:
-            await notify_webhook(input.webhook, "bulk.completed", _completion(result))
+            notice = _completion(result, workflow.info().workflow_id)
+            await notify_webhook(input.webhook, "bulk.completed", notice)
         return result
 
     # Steps ------------------------------------------------------------------------------
@@ -115,16 +146,7 @@ class BulkReprotectWorkflow:
         self._state.started_at = now
         self._state.queue = list(selection.plans)
         self._state.selected = len(selection.plans) + len(selection.unknown_plan_ids)
-        self._state.results = [
-            PlanSummary(
-                plan_id=plan_id,
-                reason="not found: SRM has no such plan in this pairing",
-                error_type=policies.SRM_NOT_FOUND,
-                started_at=now,
-                ended_at=now,
-            )
-            for plan_id in selection.unknown_plan_ids
-        ]
+        self._state.unknown_plan_ids = list(selection.unknown_plan_ids)
         if not selection.plans and not selection.unknown_plan_ids:
             self._state.stop_reason = f"empty selection: no plan matches {self._describe()}"
         self._run_state = RunState.RUNNING
@@ -150,24 +172,59 @@ class BulkReprotectWorkflow:
     def _draining(self) -> bool:
         info = workflow.info()
         long = info.get_current_history_length() >= self._input.continue_as_new_after_events
-        return bool(self._state.queue) and (long or info.is_continue_as_new_suggested())
+        full = self._segment_room() <= 0
+        return bool(self._state.queue) and (long or full or info.is_continue_as_new_suggested())
+
+    def _segment_room(self) -> int:
+        """Plans this run may still start: its segment holds SEGMENT_ROWS rows at most and what
+        it carries into continue-as-new stays within CARRY_BUDGET bytes."""
+        if not self._segmented:
+            return self._state.concurrency
+        running = len(self._in_flight)
+        by_bytes = (CARRY_BUDGET - self._carry) // ROW_RESERVE - running
+        if not self._rows and not running:
+            # A selection too large for the budget still moves on, a small segment at a time.
+            by_bytes = max(by_bytes, MIN_SEGMENT_ROWS)
+        return min(SEGMENT_ROWS - len(self._rows) - running, by_bytes)
+
+    def _carry_base(self) -> int:
+        queue = sum(json_size(carried_ref(plan)) for plan in self._state.queue)
+        unknown = sum(len(plan_id) + 3 for plan_id in self._state.unknown_plan_ids)
+        return queue + unknown + json_size(self._totals)
 
     def _start_eligible(self) -> None:
         if self._state.paused or self._state.stop_reason or self._draining():
             self._run_state = self._current_run_state()
             return
-        free = self._state.concurrency - len(self._in_flight)
+        free = min(self._state.concurrency - len(self._in_flight), self._segment_room())
         for plan in startable(self._state.queue, self._held, free):
-            self._state.queue.remove(plan)
-            self._held.update(dict.fromkeys(plan.group_ids, plan.plan_id))
-            self._in_flight[plan.plan_id] = InFlightPlan(
-                plan_id=plan.plan_id,
-                plan_name=plan.plan_name,
-                workflow_id=self._workflow_id(plan.plan_id),
-                started_at=workflow.now(),
-            )
+            self._take(plan, workflow.now())
             self._tasks[plan.plan_id] = asyncio.create_task(self._run_plan(plan))
         self._run_state = self._current_run_state()
+
+    def _take(self, plan: PlanRef, now: datetime) -> None:
+        """Move a plan from the queue to the plans in flight, holding its groups."""
+        self._state.queue.remove(plan)
+        self._carry -= json_size(carried_ref(plan))
+        self._held.update(dict.fromkeys(plan.group_ids, plan.plan_id))
+        self._in_flight[plan.plan_id] = InFlightPlan(
+            plan_id=plan.plan_id,
+            plan_name=plan.plan_name,
+            workflow_id=self._workflow_id(plan.plan_id),
+            started_at=now,
+        )
+
+    def _finish(self, plan: PlanRef, summary: PlanSummary) -> PlanSummary:
+        """Keep a finished plan's compact row in this run's segment, count it, free its groups."""
+        row = compact_row(summary)
+        self._rows.append(row)
+        self._totals.add(row)
+        failed = row.outcome == ReprotectOutcome.FAILED
+        self._carry += json_size(row) + (len(row.plan_id) + 3 if failed else 0)
+        for group in plan.group_ids:
+            self._held.pop(group, None)
+        self._in_flight.pop(plan.plan_id, None)
+        return row
 
     def _current_run_state(self) -> RunState:
         if self._state.stop_reason:
@@ -189,18 +246,17 @@ class BulkReprotectWorkflow:
                 outcome=ReprotectOutcome.CANCELLED,
                 reason=self._state.stop_reason or "cancelled",
             )
-        summary.workflow_id = self._workflow_id(plan.plan_id)
         summary.started_at, summary.ended_at = started, workflow.now()
-        self._state.results.append(summary)
-        for group in plan.group_ids:
-            self._held.pop(group, None)
-        self._in_flight.pop(plan.plan_id, None)
+        row = self._finish(plan, summary)
         self._tasks.pop(plan.plan_id, None)
         self._check_failure_budget()
         self._dirty = True
         target = self._input.webhook
-        if target is not None and target.on_failure and summary.outcome == ReprotectOutcome.FAILED:
-            await notify_webhook(target, "bulk.plan_failed", summary.model_dump(mode="json"))
+        if target is not None and target.on_failure and row.outcome == ReprotectOutcome.FAILED:
+            payload = row.model_dump(mode="json")
+            payload["srm_error"] = cap_text(summary.srm_error, SRM_ERROR_MAX)
+            payload["workflow_id"] = self._workflow_id(plan.plan_id)
+            await notify_webhook(target, "bulk.plan_failed", payload)
 
     async def _reprotect_with_ladder(self, plan: PlanRef) -> PlanSummary:
         """Reprotect; the child re-runs an incomplete reprotect once, then forced needs approval."""
@@ -291,7 +347,7 @@ class BulkReprotectWorkflow:
         limit = self._input.stop_after_failures
         if limit is None or self._state.stop_reason:
             return
-        failed = sum(r.outcome == ReprotectOutcome.FAILED for r in self._state.results)
+        failed = self._counts()[ReprotectOutcome.FAILED.value]
         if failed >= limit:
             self._stop_starting(f"stopped after {failed} failed plans (stop_after_failures)")
 
@@ -330,8 +386,12 @@ class BulkReprotectWorkflow:
         report.estimated_seconds = estimate_makespan(
             runnable, self._state.concurrency, self._input.estimate_plan_seconds
         )
+        report = listed_within_budget(report)
         self._run_state = RunState.DONE
-        result = self._result()
+        result = self._result(workflow.now())
+        # Nothing ran: the dry-run report lists the plans, the rows only the ids SRM lacks.
+        result.plans = self._held_rows()[:SEGMENT_ROWS]
+        result.plans_complete = len(self._state.unknown_plan_ids) <= SEGMENT_ROWS
         result.dry_run, result.dry_run_report, result.not_started = True, report, []
         return result
 
@@ -353,8 +413,8 @@ class BulkReprotectWorkflow:
             )
         except ActivityError as err:
             cause = err.cause
-            verdict.blocked_reason = str(
-                cause.message if isinstance(cause, ApplicationError) else err
+            verdict.blocked_reason = cap_text(
+                str(cause.message if isinstance(cause, ApplicationError) else err), REASON_MAX
             )
             verdict.error_type = cause.type if isinstance(cause, ApplicationError) else None
             return verdict
@@ -426,28 +486,38 @@ class BulkReprotectWorkflow:
 
     @workflow.query
     def progress(self) -> BulkProgress:
-        """Counts by outcome, plans in flight, ETA and the per-plan results so far."""
-        durations = [
-            (r.ended_at - r.started_at).total_seconds()
-            for r in self._state.results
-            if r.started_at and r.ended_at and r.outcome == ReprotectOutcome.REPROTECTED
-        ]
+        """Counts by outcome, plans in flight, ETA and the plans finished last."""
+        totals = self._totals
+        mean = [totals.reprotected_seconds / totals.reprotected] if totals.reprotected else []
         return BulkProgress(
             state=self._run_state,
             selected=self._state.selected,
             queued=len(self._state.queue),
             concurrency=self._state.concurrency,
-            counts=_counts(self._state.results),
+            counts=self._counts(),
             in_flight=sorted(self._in_flight.values(), key=lambda p: p.started_at),
-            results=self._state.results,
+            results=self._held_rows()[-RECENT_ROWS:],
+            finished=totals.finished + len(self._state.unknown_plan_ids),
             eta_seconds=eta_seconds(
-                durations,
+                mean,
                 len(self._state.queue),
                 len(self._in_flight),
                 self._state.concurrency,
             ),
             stop_reason=self._state.stop_reason,
             started_at=self._state.started_at,
+        )
+
+    @workflow.query
+    def results_page(self, request: ResultsPageRequest) -> ResultsPage:
+        """A page of the rows this run holds: unknown ids, the previous segment, its own."""
+        rows = self._held_rows()
+        held = len(self._state.previous) + len(self._rows)
+        return ResultsPage(
+            offset=request.offset,
+            total=len(rows),
+            earlier=self._totals.finished - held,
+            rows=rows[request.offset : request.offset + request.limit],
         )
 
     def _reject_when_finished(self) -> None:
@@ -464,27 +534,56 @@ class BulkReprotectWorkflow:
     def _workflow_id(self, plan_id: str) -> str:
         return reprotect_workflow_id(self._input.site, self._state.pairing_id or "", plan_id)
 
-    def _result(self) -> BulkReprotectResult:
-        now = workflow.now()
+    def _held_rows(self) -> list[PlanSummary]:
+        """Rows in memory, in finishing order: unknown ids, the previous segment, this run's."""
+        unknown = [not_found_row(i, self._state.started_at) for i in self._state.unknown_plan_ids]
+        return unknown + self._state.previous + self._rows
+
+    def _counts(self) -> dict[str, int]:
+        counts = dict(self._totals.counts)
+        failed = ReprotectOutcome.FAILED.value
+        counts[failed] = counts.get(failed, 0) + len(self._state.unknown_plan_ids)
+        return counts
+
+    def _failures_by_cause(self) -> dict[str, list[str]]:
+        causes = {policies.SRM_NOT_FOUND: list(self._state.unknown_plan_ids)}
+        for cause, plan_ids in self._totals.failures_by_cause.items():
+            causes.setdefault(cause, []).extend(plan_ids)
+        return {cause: ids for cause, ids in causes.items() if ids}
+
+    def _next_input(self) -> BulkReprotectInput:
+        """The next run's input: the state (the queue compacted, the totals and this run's rows
+        only) instead of the selection, which is resolved once (plan_ids may be thousands)."""
+        state = self._state.model_copy(
+            update={
+                "queue": [carried_ref(p) for p in self._state.queue],
+                "totals": self._totals,
+                "previous": self._rows,
+                "results": [],
+                "runs": self._state.runs + 1,
+            }
+        )
+        return self._input.model_copy(update={"state": state, "plan_ids": []})
+
+    def _result(self, now: datetime) -> BulkReprotectResult:
         started = self._state.started_at or now
-        results = list(self._state.results)
-        skipped_reason = self._state.stop_reason or "not started"
-        results += [
-            PlanSummary(
-                plan_id=p.plan_id,
-                plan_name=p.plan_name,
-                outcome=ReprotectOutcome.SKIPPED,
-                reason=f"not started: {skipped_reason}",
-            )
-            for p in self._state.queue
-        ]
+        queue = self._state.queue
+        held = len(self._state.previous) + len(self._rows)
+        skipped = [skipped_row(p.plan_id, p.plan_name, self._state.stop_reason) for p in queue]
+        rows = self._held_rows() + skipped
+        complete = self._totals.finished == held and len(rows) <= SEGMENT_ROWS
+        counts = self._counts()
+        skipped_key = ReprotectOutcome.SKIPPED.value
+        counts[skipped_key] = counts.get(skipped_key, 0) + len(queue)
         return BulkReprotectResult(
             site=self._input.site,
             pairing_id=self._state.pairing_id,
-            plans=results,
-            counts=_counts(results),
-            failures_by_cause=_failures_by_cause(results),
-            not_started=[p.plan_id for p in self._state.queue],
+            plans=rows if complete else list(self._rows),
+            plans_complete=complete,
+            counts=counts,
+            failures_by_cause=self._failures_by_cause(),
+            not_started=[p.plan_id for p in queue],
+            unknown_plan_ids=list(self._state.unknown_plan_ids),
             stop_reason=self._state.stop_reason,
             started_at=started,
             ended_at=now,
@@ -530,31 +629,42 @@ def _failed_result(plan: PlanRef, err: ChildWorkflowError) -> ReprotectPlanResul
     )
 
 
-def _completion(result: BulkReprotectResult) -> dict[str, object]:
-    """The completion notice: totals and failures, not every plan (the report has those)."""
+def _completion(result: BulkReprotectResult, workflow_id: str) -> dict[str, object]:
+    """The completion notice: totals and failures, not every plan (the report has those).
+
+    The plan id lists stop after WEBHOOK_PLAN_IDS ids in all; the ``*_count`` fields keep the
+    full numbers, so a run of thousands of plans still sends a small notice.
+    """
+    room = WEBHOOK_PLAN_IDS
+    failures: dict[str, list[str]] = {}
+    for cause, plan_ids in result.failures_by_cause.items():
+        failures[cause], room = plan_ids[: max(room, 0)], room - len(plan_ids)
     return {
-        "workflow_id": workflow.info().workflow_id,
+        "workflow_id": workflow_id,
         "site": result.site,
         "counts": result.counts,
-        "failures_by_cause": result.failures_by_cause,
-        "not_started": result.not_started,
+        "failures_by_cause": failures,
+        "failures_count_by_cause": {c: len(ids) for c, ids in result.failures_by_cause.items()},
+        "not_started": result.not_started[:WEBHOOK_PLAN_IDS],
+        "not_started_count": len(result.not_started),
         "stop_reason": result.stop_reason,
         "duration_seconds": result.duration_seconds,
         "requested_by": result.requested_by,
     }
 
 
-def _counts(results: list[PlanSummary]) -> dict[str, int]:
-    counts = {outcome.value: 0 for outcome in ReprotectOutcome}
-    for result in results:
-        counts[result.outcome.value] += 1
-    return counts
-
-
-def _failures_by_cause(results: list[PlanSummary]) -> dict[str, list[str]]:
-    causes: dict[str, list[str]] = {}
-    for result in results:
-        if result.outcome == ReprotectOutcome.FAILED:
-            cause = result.error_type or (result.reason or "unknown").split(":")[0]
-            causes.setdefault(cause, []).append(result.plan_id)
-    return causes
+def _upgraded(state: BulkState) -> BulkState:
+    """A state as this code carries it; one from a run before segments holds every row in
+    ``results`` (unknown ids included), which become the totals and the previous segment."""
+    if state.totals is not None:
+        return state
+    totals, previous, unknown = BulkTotals(), [], list(state.unknown_plan_ids)
+    for row in state.results:
+        if row.error_type == policies.SRM_NOT_FOUND and row.reason == NOT_FOUND_REASON:
+            unknown.append(row.plan_id)
+        else:
+            previous.append(row)
+            totals.add(row)
+    return state.model_copy(
+        update={"totals": totals, "previous": previous, "results": [], "unknown_plan_ids": unknown}
+    )

@@ -11,13 +11,8 @@ import click
 
 from srmflow.cli.common import run_async, use_color
 from srmflow.demo import DEMO_SIM_ARGS, DemoStack
-from srmflow.report import collect_report, render
-from workflows.bulk_models import (
-    BulkReprotectInput,
-    BulkReprotectResult,
-    PlanSummary,
-    bulk_workflow_id,
-)
+from srmflow.report import PlanRow, RunReport, collect_report, render
+from workflows.bulk_models import BulkReprotectInput, bulk_workflow_id
 
 REPORT_FORMATS = ("md", "html", "json", "csv")
 APPROVAL_SECONDS = 10.0
@@ -36,16 +31,16 @@ def _short_task(task_id: str | None) -> str:
     return parts[1].split("-")[0] if len(parts) > 1 else task_id[:8]
 
 
-def _why(plan: PlanSummary) -> str:
+def _why(plan: PlanRow) -> str:
     if plan.srm_error and plan.srm_error not in (plan.reason or ""):
         return f"SRM: {plan.srm_error} -- {plan.reason or ''}".strip(" -")
     return plan.reason or ""
 
 
-def _summary(result: BulkReprotectResult) -> None:
+def _summary(report: RunReport) -> None:
     rows = [
-        (p.plan_name or p.plan_id, p.outcome.value, _short_task(p.srm_task_id), _why(p))
-        for p in sorted(result.plans, key=lambda p: p.plan_name or p.plan_id)
+        (p.plan_name or p.plan_id, p.outcome, _short_task(p.srm_task_id), _why(p))
+        for p in sorted(report.plans, key=lambda p: p.plan_name or p.plan_id)
     ]
     if sys.stdout.isatty():
         from rich.console import Console
@@ -61,11 +56,11 @@ def _summary(result: BulkReprotectResult) -> None:
         click.echo("plan      outcome            SRM task  reason")
         for name, outcome, task, reason in rows:
             click.echo(f"{name:<9} {outcome:<18} {task:<9} {reason}")
-    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
-    click.echo(f"outcomes: {counts}; duration {result.duration_seconds:.1f} s")
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
+    click.echo(f"outcomes: {counts}; duration {report.duration_seconds or 0:.1f} s")
 
 
-async def _run(stack: DemoStack, concurrency: int) -> tuple[str, BulkReprotectResult, list[Path]]:
+async def _run(stack: DemoStack, concurrency: int) -> tuple[str, RunReport, list[Path]]:
     from srmflow.cli.runs import watch_run
     from workflows.bulk import BulkReprotectWorkflow
 
@@ -87,7 +82,6 @@ async def _run(stack: DemoStack, concurrency: int) -> tuple[str, BulkReprotectRe
     )
     click.echo(f"started bulk run {run_id} (Temporal UI: {stack.ui_url})")
     await watch_run(client, handle, watch=True, as_json=False)
-    result = await handle.result()
     report = await collect_report(client, run_id)
     paths = []
     reports = stack.state_dir / "reports"
@@ -96,7 +90,7 @@ async def _run(stack: DemoStack, concurrency: int) -> tuple[str, BulkReprotectRe
         path = reports / f"{run_id.replace('/', '_')}.{fmt}"
         path.write_text(render(report, fmt), encoding="utf-8")
         paths.append(path)
-    return run_id, result, paths
+    return run_id, report, paths
 
 
 @click.command()
@@ -125,17 +119,17 @@ def demo(keep: bool, state_dir: Path, concurrency: int) -> int:
         stack.start_simulator(DEMO_SIM_ARGS)
         stack.start_worker()
         click.echo("stack pids: " + " ".join(f"{n}={p.pid}" for n, p in stack.procs.items()))
-        _, result, paths = run_async(_run(stack, concurrency))
+        _, report, paths = run_async(_run(stack, concurrency))
     except BaseException:
         left = stack.stop()
         if left:
             click.echo(f"could not stop: {', '.join(left)}", err=True)
         raise
-    _summary(result)
+    _summary(report)
     for path in paths:
         click.echo(f"report: {path}")
     click.echo(f"Temporal UI: {stack.ui_url}/namespaces/default/workflows")
-    expected = len(result.plans) == 40 and result.counts.get("REPROTECTED", 0) >= 36
+    expected = len(report.plans) == 40 and report.counts.get("REPROTECTED", 0) >= 36
     if keep:
         click.echo("stack left running (--keep); to use it from another shell:")
         for key, value in stack.env().items():

@@ -20,7 +20,12 @@ from srmflow.log import configure_logging
 from srmflow.progress import task_percent
 from srmflow.settings import DEFAULT_SITE, ConfigError, Settings, load_settings
 from srmflow.temporal import connect
-from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult, bulk_workflow_id
+from workflows.bulk_models import (
+    MAX_CONCURRENCY,
+    BulkReprotectInput,
+    BulkReprotectResult,
+    bulk_workflow_id,
+)
 from workflows.models import (
     ReprotectOutcome,
     ReprotectPlanInput,
@@ -64,7 +69,7 @@ class UsageProblem(Exception):
 @click.option("--match", "glob", help="Bulk: plans whose name matches this glob, e.g. 'app-*'.")
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 500),
+    type=click.IntRange(1, MAX_CONCURRENCY),
     default=10,
     show_default=True,
     help="Bulk: plans in flight at most.",
@@ -258,18 +263,24 @@ def dry_run_summary(result: BulkReprotectResult) -> str:
     """What a dry run found: eligible, already protected, blocked (why), conflicts, estimate."""
     report = result.dry_run_report
     assert report is not None
-    lines = [f"dry run: {len(report.would_reprotect)} plan(s) would be reprotected"]
+    would = report.counts.get("would_reprotect", len(report.would_reprotect))
+    lines = [f"dry run: {would} plan(s) would be reprotected"]
     lines += [
         f"  would reprotect: {p.plan_name or p.plan_id} ({p.status})"
         for p in report.would_reprotect
     ]
     lines += [f"  already protected: {p.plan_name or p.plan_id}" for p in report.already_protected]
     lines += [f"  blocked: {p.plan_name or p.plan_id}: {p.blocked_reason}" for p in report.blocked]
-    lines += [f"  not found: {p.plan_id}" for p in result.plans if p.error_type == "SrmNotFound"]
+    unknown = result.unknown_plan_ids or [
+        p.plan_id for p in result.plans if p.error_type == "SrmNotFound"
+    ]
+    lines += [f"  not found: {plan_id}" for plan_id in unknown]
     lines += [
         f"  shared group {c.group_id}: {', '.join(c.plan_ids)} run one after another"
         for c in report.conflicts
     ]
+    if report.unlisted:
+        lines.append(f"  ({report.unlisted} more plans counted above but not listed)")
     lines.append(f"  estimated duration: {report.estimated_seconds / 60:.0f} min")
     return "\n".join(lines)
 
@@ -279,10 +290,18 @@ def bulk_summary(result: BulkReprotectResult) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v) or "no plans"
     lines = [f"bulk run finished: {counts} in {result.duration_seconds:.0f} s"]
     for cause, ids in result.failures_by_cause.items():
-        lines.append(f"  failed ({cause}): {', '.join(ids)}")
+        lines.append(f"  failed ({cause}): {_some(ids)}")
     if result.stop_reason:
         lines.append(f"  stopped: {result.stop_reason}")
     return "\n".join(lines)
+
+
+def _some(plan_ids: list[str], shown: int = 20) -> str:
+    """The first ``shown`` ids and how many more (`srmflow report` lists every plan)."""
+    more = len(plan_ids) - shown
+    return ", ".join(plan_ids[:shown]) + (
+        f" and {more} more (see `srmflow report`)" if more > 0 else ""
+    )
 
 
 async def resolve_pairing(settings: Settings, site: str) -> str:

@@ -14,6 +14,7 @@ from srmflow.cli.common import ConfigProblem, echo_json, run_async, settings_or_
 from srmflow.progress import PlanLive, plan_live, render_plain, render_table
 from srmflow.temporal import connect
 from workflows.bulk_models import (
+    MAX_CONCURRENCY,
     BulkProgress,
     BulkReprotectResult,
     CancelRemaining,
@@ -175,7 +176,7 @@ def cancel(run_id: str, running: bool, reason: str | None) -> int:
 
 @click.command("set-concurrency")
 @click.argument("run_id")
-@click.argument("n", type=click.IntRange(1, 500))
+@click.argument("n", type=click.IntRange(1, MAX_CONCURRENCY))
 def set_concurrency(run_id: str, n: int) -> int:
     """Change how many plans of RUN_ID may run at once."""
     change = ConcurrencyChange(max_concurrency=n)
