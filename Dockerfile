@@ -6,7 +6,7 @@ COPY srmflow ./srmflow
 COPY workflows ./workflows
 COPY activities ./activities
 RUN python -m pip install --no-cache-dir --upgrade pip==24.2 \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
 
 FROM python:3.11.10-slim-bookworm
 RUN useradd --create-home --uid 10001 srmflow

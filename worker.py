@@ -28,6 +28,7 @@ from srmflow.metrics import SrmflowMetrics
 from srmflow.settings import ConfigError, Settings, load_settings
 from srmflow.srm.client import SrmClient
 from srmflow.temporal import build_runtime, connect
+from srmflow.tracing import shutdown_tracing, start_tracing
 from workflows.bulk import BulkReprotectWorkflow
 from workflows.drill import DrillWorkflow
 from workflows.operation import PlanOperationWorkflow
@@ -85,13 +86,15 @@ def _connector_limit(settings: Settings) -> int:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the worker until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
     stop = stop or _signal_event()
+    tracing = start_tracing(settings)
     runtime = build_runtime(settings.metrics_bind)
     client = await connect(settings, runtime=runtime)
     metrics = SrmflowMetrics((runtime or Runtime.default()).metric_meter)
+    observer = tracing.srm_observer(metrics.srm_request) if tracing else metrics.srm_request
     connector = aiohttp.TCPConnector(limit=_connector_limit(settings))
     async with aiohttp.ClientSession(connector=connector) as http:
         srm = {
-            name: SrmClient(site, session=http, observer=metrics.srm_request)
+            name: SrmClient(site, session=http, observer=observer)
             for name, site in settings.sites.items()
         }
         worker = Worker(
@@ -119,6 +122,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 namespace=settings.temporal_namespace,
                 sites=sorted(srm),
                 metrics=settings.metrics_bind,
+                tracing=settings.tracing,
             )
             await stop.wait()
             log.info("worker_draining", grace_seconds=settings.graceful_shutdown_seconds)
@@ -148,6 +152,9 @@ async def main_async(settings: Settings) -> int:
         # Unreachable Temporal and the like: one clear line, not a traceback, and exit 1.
         log.error("worker_failed", error=str(exc), error_type=type(exc).__name__)
         return 1
+    finally:
+        # Before hard_exit: os._exit would drop the spans still in the export buffer.
+        shutdown_tracing()
     return 0
 
 

@@ -60,9 +60,28 @@ def redact_secrets(
     return event_dict
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``trace_id``/``span_id`` of the current OpenTelemetry span, when tracing made one.
+
+    Reads OpenTelemetry only if something already imported it (SRMFLOW_TRACING on), so it
+    costs a dictionary look-up otherwise and never needs the optional packages.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return event_dict
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),

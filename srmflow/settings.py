@@ -214,6 +214,13 @@ class Settings(BaseSettings):
         validation_alias="SRMFLOW_METRICS_BIND",
         description="host:port for the worker's Prometheus endpoint (off when unset)",
     )
+    # Exporter settings are the standard OTEL_* variables, which the OpenTelemetry SDK reads.
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        validation_alias="SRMFLOW_TRACING",
+        description="OpenTelemetry tracing: off, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or "
+        "console (stderr); needs pip install 'srmflow[otel]'",
+    )
     max_concurrent_activities: int = Field(
         200, ge=1, validation_alias="SRMFLOW_MAX_CONCURRENT_ACTIVITIES", description="Per worker"
     )

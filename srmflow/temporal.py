@@ -13,6 +13,7 @@ from temporalio.service import TLSConfig
 
 from srmflow.codec import EncryptionCodec, codec_from_keys, data_converter
 from srmflow.settings import ConfigError, Settings
+from srmflow.tracing import interceptors
 
 
 def _read(path: Path | None, variable: str) -> bytes | None:
@@ -67,7 +68,8 @@ def converter(settings: Settings) -> DataConverter:
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    """Connect to Temporal as configured, with the pydantic JSON data converter."""
+    """Connect to Temporal as configured, with the pydantic JSON data converter (and the
+    tracing interceptor when SRMFLOW_TRACING is on; workers inherit it from the client)."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
@@ -75,6 +77,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         api_key=api_key,
         tls=tls_config(settings),
         data_converter=converter(settings),
+        interceptors=interceptors(settings),
         runtime=runtime,
     )
 

@@ -56,11 +56,13 @@ def worker_env(
 
 
 @contextmanager
-def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python worker.py`` as a subprocess; killed at exit if still alive."""
+def worker_process(
+    env: dict[str, str], log_path: Path, argv: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python worker.py`` (or ``argv``) as a subprocess; killed at exit if still alive."""
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
+            argv or [sys.executable, str(ROOT / "worker.py")],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -72,6 +74,18 @@ def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
+
+
+async def workers_started(*log_paths: Path, within: float = 60) -> None:
+    """Wait until every worker log shows its ``worker_started`` line."""
+
+    async def started() -> bool:
+        return all(
+            "worker_started" in path.read_text(encoding="utf-8", errors="replace")
+            for path in log_paths
+        )
+
+    await eventually(started, within=within)
 
 
 def kill_inside_post(sim: SimHandle, proc: subprocess.Popen[bytes]) -> list[str]:

@@ -8,12 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.reprotect_support import eventually, plan_ids, reprotect_posts, unique_site
+from tests.reprotect_support import plan_ids, reprotect_posts, unique_site
 from tests.simfixture import MakeSim
-from tests.test_reprotect_crash import ROOT, worker_env, worker_process
+from tests.test_reprotect_crash import ROOT, worker_env, worker_process, workers_started
 
 
-async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``srmflow <args>`` as a subprocess: exit code, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -41,28 +42,26 @@ async def test_cli_reprotect_then_sigterm_exits_zero(
     env = worker_env(sim, site, temporal_address, task_queue, subprocess_env)
     log_path = tmp_path / "worker.log"
     with worker_process(env, log_path) as proc:
-
-        async def started() -> bool:
-            return "worker_started" in log_path.read_text(encoding="utf-8", errors="replace")
-
-        await eventually(started, within=60)
+        await workers_started(log_path)
         args = ["reprotect", "--site", site, "--plan", plan, "--poll-interval", "1", "--wait"]
-        code, out, err = await _cli(env, *args, "--json")
+        code, out, err = await run_cli(env, *args, "--json")
         assert code == 0, err
         result = json.loads(out)
         assert result["outcome"] == "REPROTECTED"
         assert result["pairing_id"] == sim.pairing_id
 
-        code, out, err = await _cli(env, *args)
+        code, out, err = await run_cli(env, *args)
         assert code == 0, err
         assert out.splitlines()[0] == f"reprotect/{site}/{sim.pairing_id}/{plan}"
         assert "ALREADY_PROTECTED" in out
 
-        code, out, err = await _cli(env, "reprotect", "--site", site, "--plan", blocked, "--wait")
+        code, out, err = await run_cli(
+            env, "reprotect", "--site", site, "--plan", blocked, "--wait"
+        )
         assert code == 1
         assert "TEST_COMPLETE" in out
 
-        code, _, err = await _cli(env, "reprotect", "--site", "nowhere", "--plan", plan)
+        code, _, err = await run_cli(env, "reprotect", "--site", "nowhere", "--plan", plan)
         assert code == 2
         assert "--pairing" in err
 

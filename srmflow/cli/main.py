@@ -14,6 +14,7 @@ import click
 
 from srmflow.codec import PayloadDecryptionError
 from srmflow.entry import hard_exit
+from srmflow.settings import ConfigError
 
 # name -> (module, attribute, one-line help shown in `srmflow --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -89,6 +90,10 @@ def run(args: list[str] | None = None) -> int:
         return 130
     except PayloadDecryptionError as exc:
         click.echo(f"srmflow: {exc}", err=True)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        # Found after start-up, e.g. by connect() (TLS files, tracing packages): still exit 2.
+        click.echo(f"srmflow: configuration error: {exc}", err=True)
         return EXIT_USAGE
     except Exception as exc:
         # One clear line instead of a traceback; the exit code still says it failed.
