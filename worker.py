@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.bulk import BulkActivities
+from activities.limits import LimiterActivities
 from activities.notify import NotifyActivities
 from activities.operations import OperationActivities
 from activities.srm import SrmActivities
@@ -31,6 +32,7 @@ from srmflow.temporal import build_runtime, connect
 from srmflow.tracing import shutdown_tracing, start_tracing
 from workflows.bulk import BulkReprotectWorkflow
 from workflows.drill import DrillWorkflow
+from workflows.limiter import SiteLimiterWorkflow
 from workflows.operation import PlanOperationWorkflow
 from workflows.reprotect import ReprotectPlanWorkflow
 
@@ -41,6 +43,7 @@ WORKFLOWS: list[type] = [
     BulkReprotectWorkflow,
     PlanOperationWorkflow,
     DrillWorkflow,
+    SiteLimiterWorkflow,
 ]
 
 
@@ -51,9 +54,14 @@ def build_activities(
     webhook_secret: str | None = None,
     http: aiohttp.ClientSession | None = None,
     metrics: SrmflowMetrics | None = None,
+    max_operations: Mapping[str, int] | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity method this worker registers, bound to the injected clients."""
+    """Every activity method this worker registers, bound to the injected clients.
+
+    ``max_operations`` is each site's limit on concurrent SRM operations (default 10).
+    """
     acts = SrmActivities(srm, metrics)
+    limits = LimiterActivities(temporal, max_operations or {})
     bulk = BulkActivities(acts, temporal)
     ops = OperationActivities(acts)
     notify = NotifyActivities(webhook_secret, http)
@@ -70,6 +78,8 @@ def build_activities(
         ops.verify_operation,
         ops.cancel_operation,
         notify.send_webhook,
+        limits.request_operation_slot,
+        limits.closed_workflows,
     ]
 
 
@@ -107,6 +117,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 webhook_secret=_webhook_secret(settings),
                 http=http,
                 metrics=metrics,
+                max_operations={name: site.max_operations for name, site in settings.sites.items()},
             ),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

@@ -42,8 +42,15 @@ RUN_ID = "bulk-reprotect/default/bench"
 
 
 def worker_env(concurrency: int) -> dict[str, str]:
-    """Every plan in flight holds one wait_for_task activity slot for its whole task."""
-    return {"SRMFLOW_MAX_CONCURRENT_ACTIVITIES": str(max(200, 2 * concurrency))}
+    """Every plan in flight holds one wait_for_task activity slot for its whole task.
+
+    The site's operation limit is raised to the run's concurrency, so that the bench measures
+    the run's own bound.
+    """
+    return {
+        "SRMFLOW_MAX_CONCURRENT_ACTIVITIES": str(max(200, 2 * concurrency)),
+        "SRMFLOW_SRM_MAX_OPERATIONS": str(concurrency),
+    }
 
 
 async def run_srmflow(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:

@@ -38,10 +38,13 @@ from srmflow.report import bulk_rows
 from worker import WORKFLOWS
 from workflows.bulk import BulkReprotectWorkflow
 from workflows.bulk_models import BulkReprotectInput, BulkReprotectResult
-from workflows.models import ReprotectOutcome
+from workflows.limiter import SiteLimiterWorkflow
+from workflows.limiter_models import LIMITER_ID_PREFIX
+from workflows.models import ReprotectOutcome, reprotect_workflow_id
 
 RUN_ID = "bulk-reprotect/default/chaos"
-WORKER_ENV = {"SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS": "5"}
+# The site limit (default 10) would otherwise hold the run below its --concurrency (20).
+WORKER_ENV = {"SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS": "5", "SRMFLOW_SRM_MAX_OPERATIONS": "50"}
 REPROTECT = "/actions/reprotect"
 # Fault settings switched on in turn; each stays on until the next one replaces it.
 FAULT_PHASES: list[dict[str, Any]] = [
@@ -185,10 +188,21 @@ async def verify(chaos: Chaos, client: Client, result: BulkReprotectResult) -> d
         for e in journal
         if e["method"] == "POST" and e["path"].endswith(REPROTECT) and e["status"] == 202
     )
-    per_plan = Counter(p.plan_id for p in result.plans)
-    final = {p.plan_id for p in result.plans if p.outcome != ReprotectOutcome.SKIPPED}
+    rows = await bulk_rows(client, RUN_ID, result)
+    per_plan = Counter(p.plan_id for p in rows)
+    final = {p.plan_id for p in rows if p.outcome != ReprotectOutcome.SKIPPED}
     running = [w async for w in client.list_workflows('ExecutionStatus = "Running"')]
-    ids = [p.workflow_id for p in result.plans if p.workflow_id] + [RUN_ID]
+    # A site limiter idles a few minutes before it ends; it is stuck only if it still holds
+    # (or queues) a slot for some plan.
+    limiters = {w.id for w in running if w.id.startswith(LIMITER_ID_PREFIX)}
+    stuck = sorted({w.id for w in running} - limiters)
+    for limiter in sorted(limiters):
+        status = await client.get_workflow_handle(limiter).query(SiteLimiterWorkflow.status)
+        stuck += [f"{limiter} holds a slot for {h.workflow_id}" for h in status.holders]
+        stuck += [f"{limiter} queues {w.workflow_id}" for w in status.waiting]
+    pairing = result.pairing_id or ""
+    ran = sorted(final - set(result.unknown_plan_ids))
+    ids = [reprotect_workflow_id("default", pairing, p) for p in ran] + [RUN_ID]
     return {
         "plans": len(plans),
         "outcomes": {k: v for k, v in result.counts.items() if v},

@@ -39,6 +39,7 @@ SINGLE_SITE_ENV: dict[str, str] = {
     "SRMFLOW_SRM_REQUEST_TIMEOUT": "request_timeout",
     "SRMFLOW_SRM_CONNECT_TIMEOUT": "connect_timeout",
     "SRMFLOW_SRM_MAX_IN_FLIGHT": "max_in_flight",
+    "SRMFLOW_SRM_MAX_OPERATIONS": "max_operations",
 }
 SECRET_FIELDS = ("password", "remote_password")
 
@@ -63,6 +64,13 @@ class SrmSiteSettings(BaseModel):
     request_timeout: float = Field(30.0, gt=0, description="Total seconds per SRM request")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection")
     max_in_flight: int = Field(8, ge=1, le=256, description="Concurrent requests to this SRM")
+    max_operations: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="SRM operations (reprotect, test, ...) running at once on this site, "
+        "across all workers and runs",
+    )
 
     @field_validator("url")
     @classmethod

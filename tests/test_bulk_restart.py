@@ -35,6 +35,8 @@ CONCURRENCY = 20
 WORKER_ENV = {
     "SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS": "5",
     "SRMFLOW_LOG_LEVEL": "INFO",
+    # The site's operation limit (default 10) would hold the run below its concurrency.
+    "SRMFLOW_SRM_MAX_OPERATIONS": str(CONCURRENCY),
     # A killed worker's workflows move to the next worker after this, not the default 10 s.
     "SRMFLOW_STICKY_QUEUE_TIMEOUT_SECONDS": "2",
 }

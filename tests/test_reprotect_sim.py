@@ -53,6 +53,7 @@ async def test_happy_path_reprotects_once(
     assert result.sites_after.protected_site_name == before["recovery_site_name"]
     assert [s.step for s in result.steps] == [
         Step.PRECHECK,
+        Step.QUEUED,
         Step.START,
         Step.SRM_TASK,
         Step.VERIFY,

@@ -10,6 +10,8 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.limits import LimiterActivities
+from workflows.limiter import SiteLimiterWorkflow
 from workflows.models import (
     PlanAction,
     PrecheckInput,
@@ -73,13 +75,19 @@ async def verify(inp: VerifyInput) -> VerifyResult:
     return VerifyResult(ok=True, plan_status="READY_STATE", sites=SITES.swapped())
 
 
+def _limiter(env: WorkflowEnvironment) -> list[object]:
+    """The real site-limiter activities: every plan run waits for an operation slot."""
+    limits = LimiterActivities(env.client, {})
+    return [limits.request_operation_slot, limits.closed_workflows]
+
+
 async def _run(env: WorkflowEnvironment, wait: object, inp: ReprotectPlanInput) -> tuple:
     queue = f"ts-{uuid.uuid4()}"
     async with Worker(
         env.client,
         task_queue=queue,
-        workflows=[ReprotectPlanWorkflow],
-        activities=[precheck, start_reprotect, wait, verify],  # type: ignore[list-item]
+        workflows=[ReprotectPlanWorkflow, SiteLimiterWorkflow],
+        activities=[precheck, start_reprotect, wait, verify, *_limiter(env)],  # type: ignore[list-item]
     ):
         handle = await env.client.start_workflow(
             ReprotectPlanWorkflow.run,

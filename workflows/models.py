@@ -44,6 +44,7 @@ class Step(StrEnum):
 
     PENDING = "pending"
     PRECHECK = "precheck"
+    QUEUED = "queued"  # waiting for one of the site's SRM operation slots
     START = "start"
     SRM_TASK = "srm_task"
     VERIFY = "verify"

@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import plan_steps
+from workflows.limiter import OperationSlot
 from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookInput,
         WebhookTarget,
     )
+    from workflows.limiter_models import GRANT_SIGNAL, SlotGrant
     from workflows.models import Sites, TaskOutcome
 
 # What a finished SRM task must leave behind for each action to count as done.
@@ -50,6 +52,8 @@ DONE_STATUS: dict[Operation, str | None] = {
     Operation.REPROTECT: "READY_STATE",
     Operation.CANCEL: None,
 }
+# Workflows started before the site limiter existed replay without it.
+SITE_LIMITER_PATCH = "site-limiter"
 WEBHOOK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -91,11 +95,13 @@ class PlanOperationWorkflow:
         self._pre: OperationPrecheckResult | None = None
         self._start: asyncio.Future[StartOperationResult] | None = None
         self._poll = 5.0
+        self._slot = OperationSlot("")
 
     @workflow.run
     async def run(self, inp: PlanOperationInput) -> OperationResult:
         """Run the steps and return how the plan ended."""
         self._poll = inp.poll_interval_seconds
+        self._slot = OperationSlot(inp.site)
         self._result = OperationResult(
             site=inp.site,
             pairing_id=inp.pairing_id,
@@ -109,6 +115,7 @@ class PlanOperationWorkflow:
             pass
         except asyncio.CancelledError:
             await self._on_cancel(inp)
+        await self._slot.release()
         self._step = "done"
         self._result.ended_at = workflow.now()
         workflow.logger.info(
@@ -116,6 +123,11 @@ class PlanOperationWorkflow:
             extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},
         )
         return self._result
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def operation_slot_granted(self, grant: SlotGrant) -> None:
+        """The site limiter granted this run an SRM operation slot."""
+        self._slot.on_grant(grant)
 
     @workflow.query
     def progress(self) -> OperationProgress:
@@ -129,15 +141,23 @@ class PlanOperationWorkflow:
         )
 
     async def _script(self, inp: PlanOperationInput) -> None:
+        limited = inp.operation is not Operation.CANCEL and workflow.patched(SITE_LIMITER_PATCH)
+        if limited:
+            # Queue for the site's operation slot while the precheck runs.
+            self._slot.ask(inp.plan_id)
         pre = await self._precheck(inp)
         if pre.action is OperationAction.ALREADY_DONE:
             self._finish(OperationOutcome.ALREADY_DONE, sites=pre.sites)
             return
+        if limited:
+            self._step = "queued"
+            await self._guard(self._slot.acquire(inp.plan_id, None))
         started = await self._begin(inp, pre)
         if started.already_done:
             self._finish(OperationOutcome.ALREADY_DONE, sites=started.sites)
             return
         outcome = await self._wait(inp, pre, started)
+        await self._slot.release()
         self._judge(inp.operation, outcome)
         if not inp.verify:
             self._result.verified_at = workflow.now()

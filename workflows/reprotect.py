@@ -1,9 +1,10 @@
 """ReprotectPlanWorkflow: reprotect one SRM recovery plan exactly once, durably.
 
-Steps: precheck -> start (start-or-adopt) -> srm_task (one heartbeating activity follows the
-SRM task, so history stays a few dozen events however long the task runs) -> verify. A plan
-left INCOMPLETE_REPROTECT is re-run once when the input allows. Cancelling the workflow asks
-SRM to cancel the task and returns outcome CANCELLED.
+Steps: precheck -> queued (one of the site's SRM operation slots, ``workflows/limiter.py``)
+-> start (start-or-adopt) -> srm_task (one heartbeating activity follows the SRM task, so
+history stays a few dozen events however long the task runs) -> verify. The slot is held from
+start until the task has ended. A plan left INCOMPLETE_REPROTECT is re-run once when the input
+allows. Cancelling the workflow asks SRM to cancel the task and returns outcome CANCELLED.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TimeoutFailure
 
 from workflows import plan_steps
+from workflows.limiter import OperationSlot
 from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
     from activities.srm import SrmActivities
     from workflows import policies
+    from workflows.limiter_models import GRANT_SIGNAL, SlotGrant
     from workflows.models import (
         CancelTaskInput,
         PlanAction,
@@ -42,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 READY_STATE = "READY_STATE"
+# Workflows started before the site limiter existed replay without it.
+SITE_LIMITER_PATCH = "site-limiter"
 INCOMPLETE_STATUSES = frozenset({"INCOMPLETE_REPROTECT", "PARTIAL_REPROTECT"})
 
 
@@ -57,6 +62,7 @@ class ReprotectPlanWorkflow:
         self._deadline: datetime | None = None
         self._start_handle: asyncio.Future[StartReprotectResult] | None = None
         self._pre: PrecheckResult | None = None
+        self._slot = OperationSlot("")
 
     @workflow.run
     async def run(self, inp: ReprotectPlanInput) -> ReprotectPlanResult:
@@ -65,6 +71,7 @@ class ReprotectPlanWorkflow:
         self._result = ReprotectPlanResult(
             site=inp.site, pairing_id=inp.pairing_id, plan_id=inp.plan_id
         )
+        self._slot = OperationSlot(inp.site)
         if inp.deadline_seconds is not None:
             self._deadline = workflow.now() + timedelta(seconds=inp.deadline_seconds)
         try:
@@ -73,6 +80,7 @@ class ReprotectPlanWorkflow:
             pass
         except asyncio.CancelledError:
             await self._on_cancel(inp)
+        await self._slot.release()
         self._step = Step.DONE
         # Metrics are not commands: recording them changes nothing in history or on replay.
         workflow.metric_meter().create_counter(
@@ -83,6 +91,11 @@ class ReprotectPlanWorkflow:
             extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},
         )
         return self._result
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def operation_slot_granted(self, grant: SlotGrant) -> None:
+        """The site limiter granted this run an SRM operation slot."""
+        self._slot.on_grant(grant)
 
     @workflow.query
     def progress(self) -> ReprotectProgress:
@@ -101,10 +114,16 @@ class ReprotectPlanWorkflow:
     # --- the script ---------------------------------------------------------------------------
 
     async def _script(self, inp: ReprotectPlanInput) -> None:
+        limited = workflow.patched(SITE_LIMITER_PATCH)
+        if limited:
+            # Queue for the site's operation slot while the precheck runs.
+            self._slot.ask(inp.plan_id)
         pre = await self._precheck(inp)
         if pre.action is PlanAction.ALREADY_PROTECTED:
             self._finish(ReprotectOutcome.ALREADY_PROTECTED, sites_after=pre.sites)
             return
+        if limited:
+            await self._acquire_slot(inp)
         attempts = 2 if inp.retry_incomplete else 1
         outcome: TaskOutcome | None = None
         for attempt in range(1, attempts + 1):
@@ -121,8 +140,25 @@ class ReprotectPlanWorkflow:
                 extra={"plan_id": inp.plan_id, "plan_status": outcome.plan_status},
             )
         assert outcome is not None
+        await self._slot.release()
         self._judge_task(outcome)
         await self._verify(inp, pre, outcome)
+
+    async def _acquire_slot(self, inp: ReprotectPlanInput) -> None:
+        """Wait for one of the site's operation slots (bounded by the deadline, if any)."""
+        timeout = None
+        if self._deadline is not None:
+            timeout = self._timeouts(policies.WAIT_SCHEDULE_TO_CLOSE)
+        with self._timed(Step.QUEUED):
+            granted = await self._guard(self._slot.acquire(inp.plan_id, timeout))
+        if not granted:
+            self._finish(
+                ReprotectOutcome.FAILED,
+                reason=f"deadline exceeded while waiting for an SRM operation slot on site "
+                f"{inp.site!r} (raise its max_operations or the deadline)",
+                error_type="Deadline",
+            )
+            raise _Stop
 
     def _should_rerun(self, outcome: TaskOutcome, attempt: int, attempts: int) -> bool:
         return (
