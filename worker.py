@@ -98,7 +98,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     stop = stop or _signal_event()
     tracing = start_tracing(settings)
     runtime = build_runtime(settings.metrics_bind)
-    client = await connect(settings, runtime=runtime)
+    client = await _connect_patiently(settings, runtime, stop)
     metrics = SrmflowMetrics((runtime or Runtime.default()).metric_meter)
     observer = tracing.srm_observer(metrics.srm_request) if tracing else metrics.srm_request
     connector = aiohttp.TCPConnector(limit=_connector_limit(settings))
@@ -141,6 +141,31 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             with contextlib.suppress(Exception):
                 await site_client.close()
     log.info("worker_stopped")
+
+
+# A worker often starts before the Temporal frontend answers (compose, Kubernetes, the demo):
+# it retries for this long before giving up with exit code 1.
+CONNECT_PATIENCE_SECONDS = 60.0
+
+
+async def _connect_patiently(
+    settings: Settings, runtime: Runtime | None, stop: asyncio.Event
+) -> Client:
+    """Connect to Temporal, retrying an unreachable frontend for CONNECT_PATIENCE_SECONDS."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + CONNECT_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return await connect(settings, runtime=runtime)
+        except RuntimeError as exc:
+            # Client.connect raises RuntimeError when the frontend cannot be reached.
+            if loop.time() + delay > give_up or stop.is_set():
+                raise
+            log.warning("temporal_unreachable", error=str(exc), retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _signal_event() -> asyncio.Event:

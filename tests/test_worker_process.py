@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.reprotect_support import plan_ids, reprotect_posts, unique_site
+from srmflow.demo import DemoStack
+from tests.reprotect_support import eventually, plan_ids, reprotect_posts, unique_site
 from tests.simfixture import MakeSim
 from tests.test_reprotect_crash import ROOT, worker_env, worker_process, workers_started
 
@@ -68,3 +69,22 @@ async def test_cli_reprotect_then_sigterm_exits_zero(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     assert len(await reprotect_posts(sim, plan)) == 1
+
+
+async def test_worker_started_before_temporal_waits_for_it(tmp_path: Path) -> None:
+    # As under Compose or Kubernetes: the worker comes up first and must not give up at once.
+    stack = DemoStack(state_dir=tmp_path / "stack", task_queue="early-worker")
+    log_path = tmp_path / "stack" / "logs" / "worker.log"
+    try:
+        stack.start_worker("worker")
+
+        async def retrying() -> bool:
+            return log_path.exists() and "temporal_unreachable" in log_path.read_text("utf-8")
+
+        await eventually(retrying, within=30)
+        stack.start_temporal()
+        await workers_started(log_path)
+        assert stack.procs["worker"].poll() is None
+    finally:
+        left = stack.stop()
+    assert not left, f"could not stop: {left}"
