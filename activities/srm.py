@@ -148,10 +148,18 @@ def _recovered_at_precheck(inp: StartReprotectInput) -> bool:
     return inp.precheck_status == PlanStatus.RECOVERY_COMPLETE
 
 
-def _adopt_seen(task: Task, plan: RecoveryPlan, *, posted: bool) -> StartReprotectResult:
-    """The start result for ``task`` on ``plan`` as just read."""
-    log.info("start_adopted", task_id=task.id, task_status=task.status, posted=posted)
-    return StartReprotectResult(
+def _adopt_seen(
+    task: Task,
+    plan: RecoveryPlan,
+    *,
+    posted: bool,
+    make: Callable[..., Any] = StartReprotectResult,
+    logger: Any = log,
+    event: str = "start_adopted",
+) -> Any:
+    """The start result for ``task`` on ``plan`` as just read (``make`` builds it)."""
+    logger.info(event, task_id=task.id, task_status=task.status, posted=posted)
+    return make(
         task_id=task.id,
         adopted=not posted,
         posted=posted,
@@ -354,14 +362,7 @@ async def _adopted(
 ) -> _R:
     """The start result for ``task``: adopted (found) or posted by an earlier attempt."""
     plan = await client.get_plan(pairing_id, plan_id)
-    logger.info(event, task_id=task.id, task_status=task.status, posted=posted)
-    return make(
-        task_id=task.id,
-        adopted=not posted,
-        posted=posted,
-        plan_status=plan.status,
-        sites=_sites(plan),
-    )
+    return _adopt_seen(task, plan, posted=posted, make=make, logger=logger, event=event)
 
 
 async def _settled_verify(
