@@ -6,14 +6,11 @@ import asyncio
 
 from temporalio import workflow
 
-from workflows.limiter import OperationSlot
-
-with workflow.unsafe.imports_passed_through():
-    from workflows.limiter_models import GRANT_SIGNAL, SlotGrant
+from workflows.limiter import HoldsOperationSlot, OperationSlot
 
 
 @workflow.defn
-class HolderWorkflow:
+class HolderWorkflow(HoldsOperationSlot):
     """Takes one slot of ``site``, holds it until signalled, gives it back."""
 
     def __init__(self) -> None:
@@ -31,10 +28,6 @@ class HolderWorkflow:
             raise
         await self._slot.release()
         return "done"
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def granted(self, grant: SlotGrant) -> None:
-        self._slot.on_grant(grant)
 
     @workflow.signal
     def finish(self) -> None:

@@ -261,3 +261,14 @@ class OperationSlot:
         except FailureError:
             workflow.logger.info("site limiter gone; nothing to release", extra={"site": self.site})
         self.requested = self.granted = False
+
+
+class HoldsOperationSlot:
+    """Base of the plan workflows that take a slot: forwards the limiter's grant to ``_slot``."""
+
+    _slot: OperationSlot
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def operation_slot_granted(self, grant: SlotGrant) -> None:
+        """The site limiter granted this run an SRM operation slot."""
+        self._slot.on_grant(grant)

@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import plan_steps
-from workflows.limiter import OperationSlot
+from workflows.limiter import HoldsOperationSlot, OperationSlot
 from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
@@ -41,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         WebhookInput,
         WebhookTarget,
     )
-    from workflows.limiter_models import GRANT_SIGNAL, SlotGrant
     from workflows.models import Sites, TaskOutcome
 
 # What a finished SRM task must leave behind for each action to count as done.
@@ -86,7 +85,7 @@ async def notify_webhook(target: WebhookTarget | None, event: str, payload: dict
 
 
 @workflow.defn
-class PlanOperationWorkflow:
+class PlanOperationWorkflow(HoldsOperationSlot):
     """Run one action on one recovery plan: precheck, start or adopt, wait, verify."""
 
     def __init__(self) -> None:
@@ -123,11 +122,6 @@ class PlanOperationWorkflow:
             extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},
         )
         return self._result
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def operation_slot_granted(self, grant: SlotGrant) -> None:
-        """The site limiter granted this run an SRM operation slot."""
-        self._slot.on_grant(grant)
 
     @workflow.query
     def progress(self) -> OperationProgress:

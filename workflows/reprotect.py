@@ -20,13 +20,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TimeoutFailure
 
 from workflows import plan_steps
-from workflows.limiter import OperationSlot
+from workflows.limiter import HoldsOperationSlot, OperationSlot
 from workflows.plan_steps import Stop as _Stop
 
 with workflow.unsafe.imports_passed_through():
     from activities.srm import SrmActivities
     from workflows import policies
-    from workflows.limiter_models import GRANT_SIGNAL, SlotGrant
     from workflows.models import (
         CancelTaskInput,
         PlanAction,
@@ -51,7 +50,7 @@ INCOMPLETE_STATUSES = frozenset({"INCOMPLETE_REPROTECT", "PARTIAL_REPROTECT"})
 
 
 @workflow.defn
-class ReprotectPlanWorkflow:
+class ReprotectPlanWorkflow(HoldsOperationSlot):
     """Reprotect one recovery plan: precheck, start or adopt, wait, verify."""
 
     def __init__(self) -> None:
@@ -91,11 +90,6 @@ class ReprotectPlanWorkflow:
             extra={"plan_id": inp.plan_id, "outcome": self._result.outcome.value},
         )
         return self._result
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def operation_slot_granted(self, grant: SlotGrant) -> None:
-        """The site limiter granted this run an SRM operation slot."""
-        self._slot.on_grant(grant)
 
     @workflow.query
     def progress(self) -> ReprotectProgress:
