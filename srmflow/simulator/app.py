@@ -392,7 +392,7 @@ async def admin_advance(request: web.Request) -> web.Response:
 
 @web.middleware
 async def journal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every API request by route; record every mutating one with the status it got."""
+    """Count every API request by route and while open; record mutating ones with their status."""
     if not request.path.startswith(API_PREFIX):
         return await handler(request)
     state = _state(request)
@@ -400,10 +400,12 @@ async def journal_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = resource.canonical if resource is not None else "unmatched"
     state.count_request(request.method, route.removeprefix(API_PREFIX))
     if request.method not in MUTATING:
-        return await handler(request)
+        with state.answering():
+            return await handler(request)
     status = 0
     try:
-        response = await handler(request)
+        with state.answering():
+            response = await handler(request)
         status = 0 if request.get(FAULT_KEY) == "reset" else response.status
         return response
     finally:

@@ -7,11 +7,13 @@ plans, groups and history applied) on every read, so no background timer is need
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -380,6 +382,9 @@ class SimState:
         self.reprotect_posts: dict[str, int] = {}
         # Every API request (reads too) by "METHOD /route/{template}", for request budgets.
         self.requests: dict[str, int] = {}
+        # API requests being answered right now, and the most ever answered at once.
+        self.requests_open = 0
+        self.max_concurrent_requests = 0
         self.faults_injected: dict[str, int] = {}
         self.conflicts_rejected = 0
         self._run_key = 1000
@@ -960,6 +965,16 @@ class SimState:
         key = f"{method} {route}"
         self.requests[key] = self.requests.get(key, 0) + 1
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count one API request as open while it is answered; keep the peak."""
+        self.requests_open += 1
+        self.max_concurrent_requests = max(self.max_concurrent_requests, self.requests_open)
+        try:
+            yield
+        finally:
+            self.requests_open -= 1
+
     def count_fault(self, kind: str) -> None:
         """Count one injected fault: a status code, or ``reset``."""
         self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
@@ -1021,6 +1036,7 @@ class SimState:
             "sessions": len(self.sessions),
             "reprotect_posts": dict(self.reprotect_posts),
             "requests": dict(self.requests),
+            "max_concurrent_requests": self.max_concurrent_requests,
             "faults_injected": dict(self.faults_injected),
             "conflicts_rejected": self.conflicts_rejected,
             "faults": self.faults.config.model_dump(),
