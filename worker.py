@@ -24,10 +24,12 @@ from activities.notify import NotifyActivities
 from activities.operations import OperationActivities
 from activities.srm import SrmActivities
 from srmflow.entry import hard_exit
+from srmflow.leases import RequestLeaseKeeper, new_worker_id
 from srmflow.log import configure_logging
 from srmflow.metrics import SrmflowMetrics
 from srmflow.settings import ConfigError, Settings, load_settings
 from srmflow.srm.client import SrmClient
+from srmflow.srm.gate import RequestGate
 from srmflow.temporal import build_runtime, connect
 from srmflow.tracing import shutdown_tracing, start_tracing
 from workflows.bulk import BulkReprotectWorkflow
@@ -103,10 +105,24 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     observer = tracing.srm_observer(metrics.srm_request) if tracing else metrics.srm_request
     connector = aiohttp.TCPConnector(limit=_connector_limit(settings))
     async with aiohttp.ClientSession(connector=connector) as http:
+        # Each client opens no request until its first lease arrives (RequestLeaseKeeper).
         srm = {
-            name: SrmClient(site, session=http, observer=observer)
+            name: SrmClient(site, session=http, observer=observer, gate=RequestGate(0))
             for name, site in settings.sites.items()
         }
+        worker_id = new_worker_id(client)
+        keepers = [
+            RequestLeaseKeeper(
+                client,
+                settings.task_queue,
+                site,
+                srm[name].gate,
+                worker_id=worker_id,
+                metrics=metrics,
+            )
+            for name, site in settings.sites.items()
+        ]
+        leasing = asyncio.Event()
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -126,22 +142,36 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 seconds=settings.sticky_queue_timeout_seconds
             ),
         )
-        async with worker:
-            log.info(
-                "worker_started",
-                task_queue=settings.task_queue,
-                namespace=settings.temporal_namespace,
-                sites=sorted(srm),
-                metrics=settings.metrics_bind,
-                tracing=settings.tracing,
-            )
-            await stop.wait()
-            log.info("worker_draining", grace_seconds=settings.graceful_shutdown_seconds)
-        for site_client in srm.values():
-            with contextlib.suppress(Exception):
-                await site_client.close()
+        renewals: list[asyncio.Task[None]] = []
+        try:
+            async with worker:
+                renewals = [asyncio.create_task(keeper.run(leasing)) for keeper in keepers]
+                log.info(
+                    "worker_started",
+                    task_queue=settings.task_queue,
+                    namespace=settings.temporal_namespace,
+                    sites=sorted(srm),
+                    metrics=settings.metrics_bind,
+                    tracing=settings.tracing,
+                    worker_id=worker_id,
+                )
+                await stop.wait()
+                log.info("worker_draining", grace_seconds=settings.graceful_shutdown_seconds)
+        finally:
+            # Drained: log out while the lease still allows it, then give the shares back.
+            for site_client in srm.values():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(site_client.close(), LOGOUT_SECONDS)
+            leasing.set()
+            await asyncio.gather(*renewals, return_exceptions=True)
+            for keeper in keepers:
+                with contextlib.suppress(Exception):
+                    await keeper.release()
     log.info("worker_stopped")
 
+
+# Logging out of SRM at shutdown waits no longer than this (e.g. when the lease has lapsed).
+LOGOUT_SECONDS = 10.0
 
 # A worker often starts before the Temporal frontend answers (compose, Kubernetes, the demo):
 # it retries for this long before giving up with exit code 1.

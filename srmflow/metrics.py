@@ -41,6 +41,10 @@ class SrmflowMetrics:
             "srmflow_srm_operations_in_flight", "SRM tasks this worker is following now"
         )
         self._in_flight: Counter[str] = Counter()
+        self._lease_gauge = meter.create_gauge(
+            "srmflow_srm_request_lease",
+            "SRM requests this worker may keep open (its share of the site's max_requests)",
+        )
 
     def srm_request(
         self, *, site: str, method: str, path: str, status: int | str, seconds: float
@@ -61,3 +65,7 @@ class SrmflowMetrics:
         self._in_flight_gauge.set(self._in_flight[site], {"site": site})
         if status is not None and seconds is not None:
             self._task_duration.record(seconds, {"site": site, "status": status})
+
+    def request_lease(self, site: str, granted: int) -> None:
+        """This worker's current share of the site's concurrent requests."""
+        self._lease_gauge.set(granted, {"site": site})

@@ -39,6 +39,7 @@ SINGLE_SITE_ENV: dict[str, str] = {
     "SRMFLOW_SRM_REQUEST_TIMEOUT": "request_timeout",
     "SRMFLOW_SRM_CONNECT_TIMEOUT": "connect_timeout",
     "SRMFLOW_SRM_MAX_IN_FLIGHT": "max_in_flight",
+    "SRMFLOW_SRM_MAX_REQUESTS": "max_requests",
     "SRMFLOW_SRM_MAX_OPERATIONS": "max_operations",
 }
 SECRET_FIELDS = ("password", "remote_password")
@@ -63,7 +64,16 @@ class SrmSiteSettings(BaseModel):
     ca_bundle: Path | None = Field(None, description="PEM CA bundle that signs the SRM cert")
     request_timeout: float = Field(30.0, gt=0, description="Total seconds per SRM request")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection")
-    max_in_flight: int = Field(8, ge=1, le=256, description="Concurrent requests to this SRM")
+    max_in_flight: int = Field(
+        8, ge=1, le=256, description="Concurrent requests from one process to this SRM"
+    )
+    max_requests: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Concurrent requests to this SRM across all workers (each worker leases "
+        "a share from the site limiter)",
+    )
     max_operations: int = Field(
         10,
         ge=1,

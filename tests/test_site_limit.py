@@ -1,9 +1,11 @@
-"""Issue 7: the per-site limit on concurrent SRM operations holds across workers and runs.
+"""Issue 7: the per-site limits hold across workers and runs.
 
 Two ``srmflow worker`` processes share one task queue and two simultaneous bulk runs of 50
-plans each (100 plans, 20 wanted in flight); the site allows 4 operations at a time. The
-simulator's own in-flight maximum (computed from its tasks' start and end times) proves the
-limit; both workers' logs show SRM work.
+plans each (100 plans, 20 wanted in flight); the site allows 4 operations and 3 open HTTP
+requests at a time, while each worker alone would open up to 3 (so 6 together). The simulator
+answers every request 20-60 ms late so requests overlap. Its own figures prove both limits:
+the peak of operations in flight (from its tasks' start and end times) and the peak of API
+requests answered at once. Both workers' logs show SRM work and their request leases.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PLANS = 100
 RUNS = 2
 RUN_CONCURRENCY = 10
 SITE_LIMIT = 4
+SITE_REQUESTS = 3
 # `srmflow worker`, the CLI command.
 SRMFLOW_WORKER = [sys.executable, "-m", "srmflow.cli.main", "worker"]
 
@@ -53,11 +56,13 @@ async def test_two_workers_two_runs_share_the_site_limit(
     make_sim: MakeSim,
     tmp_path: Path,
 ) -> None:
-    sim = await make_sim(plans=PLANS, task_seconds=(0.5, 1.5), seed=11)
+    sim = await make_sim(plans=PLANS, task_seconds=(0.5, 1.5), seed=11, latency_ms=(20, 60))
     site = unique_site()
     env = worker_env(sim, site, temporal_address, task_queue, subprocess_env)
     sites = json.loads(env["SRMFLOW_SITES"])
     sites[site]["max_operations"] = SITE_LIMIT
+    sites[site]["max_requests"] = SITE_REQUESTS
+    sites[site]["max_in_flight"] = SITE_REQUESTS
     env["SRMFLOW_SITES"] = json.dumps(sites)
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     plan_ids = sorted(sim.state.plans)
@@ -93,6 +98,8 @@ async def test_two_workers_two_runs_share_the_site_limit(
     assert state["reprotect_posts"] == dict.fromkeys(plan_ids, 1)
     # SRM itself never ran more than the site limit, though the runs wanted 20 at once.
     assert state["max_in_flight"] == SITE_LIMIT
+    # Nor answered more requests at once than the site-wide limit, shared by the two workers.
+    assert 2 <= state["max_concurrent_requests"] <= SITE_REQUESTS, state["max_concurrent_requests"]
     assert status.capacity == SITE_LIMIT
     assert status.max_held == SITE_LIMIT
     assert status.granted_total == PLANS
@@ -101,3 +108,4 @@ async def test_two_workers_two_runs_share_the_site_limit(
     posts_per_worker = [_log_events(log, "reprotect_posted") for log in logs]
     assert sum(posts_per_worker) == PLANS
     assert all(n > 0 for n in posts_per_worker), posts_per_worker
+    assert all(_log_events(log, "request_lease") > 0 for log in logs)

@@ -11,9 +11,17 @@ slots: their SRM tasks are still running).
 
 Slots of holders that closed without releasing (a terminated workflow) are reclaimed: a grant
 that cannot be delivered frees the slot at once, and while plans wait the limiter checks its
-holders every ``AUDIT_SECONDS`` with the ``closed_workflows`` activity. The queue is FIFO. The
-limiter continues-as-new carrying its state, and ends after ``IDLE_SECONDS`` without holders
-or waiters (the next request starts it again).
+holders every ``AUDIT_SECONDS`` with the ``closed_workflows`` activity. The queue is FIFO.
+
+The limiter also splits the site's limit on concurrent HTTP requests (``max_requests``) among
+the live worker processes: each worker renews a lease with the ``lease_requests`` update
+(``srmflow/leases.py``) and sizes its SRM client to the grant. Leases are strict (a grant never
+exceeds what the other leases leave free, see ``share_requests``); a worker that stops
+renewing stops sending requests after ``LEASE_TRUST_SECONDS`` and its lease expires later
+(its open requests have ended by then).
+
+The limiter continues-as-new carrying its state, and ends after ``IDLE_SECONDS`` without
+holders, waiters or live leases (the next request starts it again).
 """
 
 from __future__ import annotations
@@ -31,17 +39,24 @@ with workflow.unsafe.imports_passed_through():
     from workflows.limiter_models import (
         GRANT_SIGNAL,
         LimiterState,
+        RequestLease,
+        RequestLeaseAsk,
         SlotGrant,
         SlotHolder,
         SlotRelease,
         SlotRequest,
+        WorkerLease,
         limiter_workflow_id,
+        share_requests,
     )
 
 IDLE_SECONDS = 300.0
 AUDIT_SECONDS = 60.0
 REQUEST_TIMEOUT = timedelta(seconds=30)
 REQUEST_SCHEDULE_TIMEOUT = timedelta(minutes=10)
+# A worker renews its request lease this often, or after REBALANCE_SECONDS while shares move.
+RENEW_SECONDS = 10.0
+REBALANCE_SECONDS = 1.0
 
 
 def _same(a: SlotHolder, workflow_id: str, run_id: str) -> bool:
@@ -70,10 +85,15 @@ class SiteLimiterWorkflow:
                 )
                 workflow.continue_as_new(self._state)
             st = self._state
-            if not st.holders and not st.waiting:
+            self._expire_leases()
+            if not st.holders and not st.waiting and st.leases:
+                # Idle but for leases: wake when the first one expires.
+                first = min(lease.expires for lease in st.leases)
+                await self._wait_change(max(1.0, (first - workflow.now()).total_seconds()))
+            elif not st.holders and not st.waiting:
                 if not await self._wait_change(IDLE_SECONDS):
                     await workflow.wait_condition(lambda: self._sending == 0)
-                    if not st.holders and not st.waiting:
+                    if not st.holders and not st.waiting and not st.leases:
                         return self._state
             elif st.waiting and not await self._wait_change(AUDIT_SECONDS):
                 await self._audit()
@@ -106,6 +126,35 @@ class SiteLimiterWorkflow:
     def release(self, rel: SlotRelease) -> None:
         """Free the slot of ``rel`` (or take it out of the queue)."""
         self._drop(rel.workflow_id, rel.run_id)
+
+    @workflow.update
+    def lease_requests(self, ask: RequestLeaseAsk) -> RequestLease:
+        """Grant (or renew) the asking worker's share of the site's concurrent requests."""
+        st = self._state
+        st.request_capacity = ask.capacity
+        self._expire_leases()
+        others = [lease for lease in st.leases if lease.worker != ask.worker]
+        granted, fair, held = share_requests(ask, others)
+        expires = workflow.now() + timedelta(seconds=ask.hold_seconds)
+        lease = WorkerLease(
+            worker=ask.worker, want=ask.want, granted=granted, held=held, expires=expires
+        )
+        st.leases = [*others, lease]
+        self._changed = True
+        settling = granted < fair or held > granted
+        return RequestLease(
+            granted=granted,
+            fair=fair,
+            workers=len(st.leases),
+            capacity=ask.capacity,
+            renew_in_seconds=REBALANCE_SECONDS if settling else RENEW_SECONDS,
+        )
+
+    @workflow.signal
+    def drop_lease(self, worker: str) -> None:
+        """A worker stopped and has no request open: its share is free."""
+        self._state.leases = [lease for lease in self._state.leases if lease.worker != worker]
+        self._changed = True
 
     @workflow.query
     def status(self) -> LimiterState:
@@ -147,6 +196,17 @@ class SiteLimiterWorkflow:
         st.holders = [h for h in st.holders if not _same(h, workflow_id, run_id)]
         st.waiting = [w for w in st.waiting if not _same(w, workflow_id, run_id)]
         self._changed = True
+
+    def _expire_leases(self) -> None:
+        now = workflow.now()
+        st = self._state
+        live = [lease for lease in st.leases if lease.expires > now]
+        for lease in st.leases:
+            if lease.expires <= now:
+                workflow.logger.warning(
+                    "request lease expired", extra={"worker": lease.worker, "site": self._site}
+                )
+        st.leases = live
 
     async def _wait_change(self, seconds: float) -> bool:
         """Wait for a signal to change the state; False when ``seconds`` passed without one."""

@@ -36,6 +36,7 @@ from srmflow.srm.errors import (
     SrmTaskError,
     SrmTimeoutError,
 )
+from srmflow.srm.gate import RequestGate
 from srmflow.srm.models import (
     GroupVm,
     HistoryReport,
@@ -185,6 +186,7 @@ class SrmClient:
         session: aiohttp.ClientSession | None = None,
         *,
         observer: RequestObserver | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self._site = site
         self._observer = observer
@@ -195,7 +197,8 @@ class SrmClient:
         self._timeout = aiohttp.ClientTimeout(
             total=site.request_timeout, connect=site.connect_timeout
         )
-        self._in_flight = asyncio.Semaphore(site.max_in_flight)
+        # Open requests; a worker resizes it to its leased share of the site's max_requests.
+        self._gate = gate or RequestGate(site.max_in_flight)
         self._login_lock = asyncio.Lock()
         self._session_id: str | None = None
         # Pairings with an established remote session, redone after every re-login.
@@ -205,6 +208,11 @@ class SrmClient:
     def site_name(self) -> str:
         """Name of the configured SRM site."""
         return self._site.name
+
+    @property
+    def gate(self) -> RequestGate:
+        """The limit on this client's open requests."""
+        return self._gate
 
     @property
     def is_logged_in(self) -> bool:
@@ -647,7 +655,7 @@ class SrmClient:
         started = time.monotonic()
         try:
             async with (
-                self._in_flight,
+                self._gate,
                 session.request(
                     method,
                     url,
