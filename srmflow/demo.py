@@ -118,7 +118,12 @@ class DemoStack:
             )
 
     def start_temporal(self) -> None:
-        """Temporal dev server with the Web UI and SQLite persistence in the state folder."""
+        """Temporal dev server with the Web UI and SQLite persistence in the state folder.
+
+        The SQLite file runs in WAL mode with ``synchronous=normal``: every commit still
+        survives the server process being killed (what the chaos soak does), only an OS crash
+        may lose the last ones, and writes no longer wait for an fsync each.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "temporal",
@@ -130,6 +135,8 @@ class DemoStack:
                 "--port", str(self.temporal_port),
                 "--ui-port", str(self.ui_port),
                 "--db-filename", str(self.state_dir / "temporal.db"),
+                "--sqlite-pragma", "journal_mode=wal",
+                "--sqlite-pragma", "synchronous=normal",
                 "--log-level", "error",
             ],
         )  # fmt: skip
