@@ -38,6 +38,7 @@ from srmflow.srm.models import (
     TaskStatus,
     VmProtectionStatus,
 )
+from srmflow.srm.watcher import TaskWatcher
 from workflows import policies
 from workflows.models import (
     CancelTaskInput,
@@ -106,6 +107,9 @@ VERIFY_RECHECK_SECONDS = 1.0
 MAX_QUOTED_ISSUES = 5
 EARLY_POLL_MARGIN_SECONDS = 0.25
 EARLY_POLL_MAX_MISSES = 2
+# A regular poll may be answered this share of the interval early, by a GET /tasks that reads
+# other activities' tasks too (srmflow.srm.watcher): one request then serves many polls.
+POLL_SLACK_FRACTION = 0.25
 
 
 def _is_reprotect_task(task: Task) -> bool:
@@ -272,20 +276,24 @@ def _previous_progress(task_id: str | None = None) -> TaskProgress | None:
     return progress
 
 
-async def _sleep_or_shutdown(seconds: float) -> None:
-    """Sleep, but leave early with a retryable error when the worker starts draining.
+async def _read_or_shutdown(watcher: TaskWatcher, task_id: str, due: float, slack: float) -> Task:
+    """The task, read at ``due`` or up to ``slack`` seconds before, with other activities' polls.
 
-    A drained wait_for_task is picked up by another worker at once, resuming from its
-    heartbeat, instead of holding this worker's shutdown for the whole grace period.
+    Leaves early with a retryable error when the worker starts draining: a drained
+    wait_for_task is picked up by another worker at once, resuming from its heartbeat, instead
+    of holding this worker's shutdown for the whole grace period.
     """
+    reading = watcher.request(task_id, due=due, slack=slack)
     shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
     try:
-        await asyncio.wait_for(asyncio.shield(shutdown), timeout=seconds)
-    except TimeoutError:
-        return
+        waiting: set[asyncio.Future[Any]] = {reading, shutdown}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         shutdown.cancel()
-    raise ApplicationError("worker is shutting down", type=policies.WORKER_SHUTDOWN)
+        reading.cancel()
+    if reading.cancelled():
+        raise ApplicationError("worker is shutting down", type=policies.WORKER_SHUTDOWN)
+    return reading.result()
 
 
 class _PollPacer:
@@ -305,6 +313,11 @@ class _PollPacer:
         self._first: tuple[float, int] | None = None
         self._early = False
         self._misses = 0
+
+    @property
+    def early(self) -> bool:
+        """Whether the last delay was shortened because the task should end before then."""
+        return self._early
 
     def next_delay(self, task: Task, now: float) -> float:
         """Seconds to wait before the next poll of ``task``, just polled at ``now``."""
@@ -396,10 +409,19 @@ class SrmActivities:
     """Activities driving SRM reprotects; one SrmClient per configured site is injected."""
 
     def __init__(
-        self, clients: Mapping[str, SrmClient], metrics: SrmflowMetrics | None = None
+        self,
+        clients: Mapping[str, SrmClient],
+        metrics: SrmflowMetrics | None = None,
+        *,
+        watchers: Mapping[str, TaskWatcher] | None = None,
     ) -> None:
         self._clients = dict(clients)
         self._metrics = metrics
+        # One per site (built here unless given): the wait_for_task polls of this process
+        # share their GET /tasks.
+        self._watchers = dict(watchers or {})
+        for site, client in self._clients.items():
+            self._watchers.setdefault(site, TaskWatcher(client))
 
     def client(self, site: str) -> SrmClient:
         """The SrmClient of ``site``, or a non-retryable UnknownSite error."""
@@ -735,8 +757,10 @@ class SrmActivities:
 
         A task the start step has just POSTed is first polled one interval later (nothing can
         be seen sooner); a resumed or adopted task at once. Between polls ``_PollPacer`` waits
-        one interval, or less when the task's progress says it ends before the next poll. The
-        plan is read at the end unless the task ended SUCCESS and verification re-reads it.
+        one interval, or less when the task's progress says it ends before the next poll; a
+        regular poll may come up to ``POLL_SLACK_FRACTION`` of the interval early, to share a
+        ``GET /tasks`` with other tasks followed by this worker on the same site. The plan is
+        read at the end unless the task ended SUCCESS and verification re-reads it.
         """
         client = self.client(inp.site)
         previous = _previous_progress(inp.task_id)
@@ -807,12 +831,14 @@ class SrmActivities:
         failures = 0
         current = previous or TaskProgress(task_id=inp.task_id)
         pacer = _PollPacer(interval)
+        watcher = self._watchers[inp.site]
         loop = asyncio.get_running_loop()
-        if first_delay > 0:
-            await _sleep_or_shutdown(first_delay)
+        # The first poll and polls after errors come no earlier than asked (one interval after
+        # the POST; Retry-After); regular ones may share an earlier batch.
+        delay, slack = first_delay, 0.0
         while True:
             try:
-                task = await client.get_task(inp.task_id)
+                task = await _read_or_shutdown(watcher, inp.task_id, loop.time() + delay, slack)
             except SrmNotFoundError as exc:
                 with _srm_errors("wait_for_task"):
                     plan = await client.get_plan(inp.pairing_id, inp.plan_id)
@@ -827,9 +853,8 @@ class SrmActivities:
                 failures += 1
                 if not is_retryable(exc) or failures > policies.WAIT_MAX_CONSECUTIVE_ERRORS:
                     raise to_application_error(exc, "wait_for_task") from None
-                delay = self._backoff(exc, failures, interval)
+                delay, slack = self._backoff(exc, failures, interval), 0.0
                 log.info("srm_poll_failed", error=str(exc), failures=failures, retry_in=delay)
-                await _sleep_or_shutdown(delay)
                 continue
             failures = 0
             if task.status != current.status:
@@ -843,7 +868,9 @@ class SrmActivities:
             _set_heartbeat(current)
             if task.is_terminal:
                 return task
-            await _sleep_or_shutdown(pacer.next_delay(task, loop.time()))
+            delay = pacer.next_delay(task, loop.time())
+            # An early poll aims at the task's estimated end: reading it sooner would miss.
+            slack = 0.0 if pacer.early else interval * POLL_SLACK_FRACTION
 
     @staticmethod
     def _backoff(exc: SrmError, failures: int, interval: float) -> float:

@@ -16,7 +16,7 @@ FIGURES = [
     "detection lag p50 s",
     "detection lag p95 s",
     "SRM requests per plan",
-    "requests/plan GET /tasks/{task_id}",
+    "requests/plan GET /tasks ",  # the batched task polls (not GET /tasks/{task_id})
     "requests/plan POST {plan}/actions/reprotect",
     "history events per plan workflow",
     "history bytes per plan workflow",

@@ -1,11 +1,13 @@
 """SRM requests per plan (issue 8), and the safety of the direct reprotect POST.
 
 The simulator counts every API request by route (``requests`` in ``GET /_sim/state``). A plan
-that precheck finds RECOVERY_COMPLETE costs: the plan (precheck), the POST, the task polls,
-and the plan plus its history reports (verify). A single reprotect also checks the pairing;
-a bulk run checks it once for all its plans. The direct POST (no re-read before it) stays
-exactly-once: a POST that SRM executed but whose answer was lost, or a POST that SRM refused
-because someone else reprotected the plan first, ends in adoption, never in a second POST.
+that precheck finds RECOVERY_COMPLETE costs: the plan (precheck), the POST, the task polls
+(``GET /tasks`` filtered by id, shared by the plans a worker follows on the site; never
+``GET /tasks/{task_id}`` while SRM lists the task), and the plan plus its history reports
+(verify). A single reprotect also checks the pairing; a bulk run checks it once for all its
+plans. The direct POST (no re-read before it) stays exactly-once: a POST that SRM executed
+but whose answer was lost, or a POST that SRM refused because someone else reprotected the
+plan first, ends in adoption, never in a second POST.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from workflows.bulk_models import BulkReprotectInput
 from workflows.models import ReprotectOutcome, ReprotectPlanInput
 
 PLAN = "/pairings/{pairing_id}/recovery-management/plans/{plan_id}"
-POLL = "GET /tasks/{task_id}"
+POLL = "GET /tasks"
 PAIRING_CHECK = {
     "GET /pairings": 1,
     "GET /pairings/{pairing_id}": 1,
@@ -108,7 +110,8 @@ async def test_bulk_plan_costs_its_groups_plan_post_polls_and_verify(
         f"POST {PLAN}/actions/reprotect": plans,
         f"GET {PLAN}/history-reports": plans,
     }
-    assert plans * 1 <= polls <= plans * _max_polls(sim, 1.0)
+    # One GET /tasks may answer the polls of every plan: at least one, at most one per poll.
+    assert 1 <= polls <= plans * _max_polls(sim, 1.0)
     assert (await sim.admin("GET", "state"))["reprotect_posts"] == dict.fromkeys(sim.state.plans, 1)
 
 
