@@ -833,9 +833,9 @@ class SrmActivities:
         pacer = _PollPacer(interval)
         watcher = self._watchers[inp.site]
         loop = asyncio.get_running_loop()
-        # The first poll and polls after errors come no earlier than asked (one interval after
-        # the POST; Retry-After); regular ones may share an earlier batch.
-        delay, slack = first_delay, 0.0
+        # Polls after errors come no earlier than asked (Retry-After); the first one (one
+        # interval after the POST) and regular ones may share a batch due a little earlier.
+        delay, slack = first_delay, interval * POLL_SLACK_FRACTION if first_delay else 0.0
         while True:
             try:
                 task = await _read_or_shutdown(watcher, inp.task_id, loop.time() + delay, slack)
