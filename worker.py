@@ -137,6 +137,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             ),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            max_cached_workflows=settings.max_cached_workflows,
             graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
             sticky_queue_schedule_to_start_timeout=timedelta(
                 seconds=settings.sticky_queue_timeout_seconds

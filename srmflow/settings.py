@@ -248,6 +248,13 @@ class Settings(BaseSettings):
         validation_alias="SRMFLOW_MAX_CONCURRENT_WORKFLOW_TASKS",
         description="Per worker",
     )
+    max_cached_workflows: int = Field(
+        1000,
+        ge=0,
+        validation_alias="SRMFLOW_MAX_CACHED_WORKFLOWS",
+        description="Workflows kept in memory between their tasks, per worker; fewer saves "
+        "memory, but an evicted plan is replayed from history at its next step",
+    )
     sticky_queue_timeout_seconds: float = Field(
         10.0,
         gt=0,
