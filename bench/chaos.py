@@ -44,7 +44,14 @@ from workflows.models import ReprotectOutcome, reprotect_workflow_id
 
 RUN_ID = "bulk-reprotect/default/chaos"
 # The site limit (default 10) would otherwise hold the run below its --concurrency (20).
-WORKER_ENV = {"SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS": "5", "SRMFLOW_SRM_MAX_OPERATIONS": "50"}
+# A SIGKILLed worker's request lease is held until it expires (~65 s, docs/operations.md), so
+# at this kill rate a site-wide request limit of 16 would leave the replacements with no share
+# for most of the soak: the soak is about durability, so the limit is set out of the way.
+WORKER_ENV = {
+    "SRMFLOW_GRACEFUL_SHUTDOWN_SECONDS": "5",
+    "SRMFLOW_SRM_MAX_OPERATIONS": "50",
+    "SRMFLOW_SRM_MAX_REQUESTS": "1000",
+}
 REPROTECT = "/actions/reprotect"
 # Fault settings switched on in turn; each stays on until the next one replaces it.
 FAULT_PHASES: list[dict[str, Any]] = [
