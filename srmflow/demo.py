@@ -182,20 +182,24 @@ class DemoStack:
                 log = self.state_dir / "logs" / f"{name}.log"
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log}")
 
-    async def wait_ready(self, limit_seconds: float = 60.0) -> Client:
-        """Wait until Temporal answers and the simulator serves; return a Temporal client."""
+    async def wait_temporal(self, limit_seconds: float = 60.0) -> Client:
+        """Wait until the Temporal frontend answers; return a client."""
         deadline = time.monotonic() + limit_seconds
-        client: Client | None = None
-        while client is None:
+        while True:
             self.check_alive()
             try:
-                client = await Client.connect(
+                return await Client.connect(
                     self.temporal_address, data_converter=pydantic_data_converter
                 )
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.3)
+
+    async def wait_ready(self, limit_seconds: float = 60.0) -> Client:
+        """Wait until Temporal answers and the simulator serves; return a Temporal client."""
+        deadline = time.monotonic() + limit_seconds
+        client = await self.wait_temporal(limit_seconds)
         async with aiohttp.ClientSession() as http:
             while True:
                 self.check_alive()

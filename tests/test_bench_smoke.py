@@ -1,4 +1,4 @@
-"""bench/bulk.py runs end to end on a tiny inventory and prints every figure (values unchecked).
+"""bench/bulk.py and bench/child_starts.py run end to end, tiny, and print their figures.
 
 Benchmarks print figures; their values are never asserted here, only that each one is there.
 """
@@ -28,20 +28,10 @@ FIGURES = [
 ]
 
 
-def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
-    args = ["--plans", "10", "--concurrency", "5", "--task-seconds", "1", "--poll-seconds", "1"]
+def _bench(module: str, *args: str) -> str:
+    """Run ``python -m module args`` from the repository root; its output, once it exited 0."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bulk",
-            *args,
-            "--state-dir",
-            str(tmp_path / "s"),
-            "--json-out",
-            str(out),
-        ],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -50,8 +40,23 @@ def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    missing = [figure for figure in FIGURES if figure not in done.stdout]
-    assert not missing, done.stdout
+    return done.stdout
+
+
+def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    args = ["--plans", "10", "--concurrency", "5", "--task-seconds", "1", "--poll-seconds", "1"]
+    printed = _bench(
+        "bench.bulk", *args, "--state-dir", str(tmp_path / "s"), "--json-out", str(out)
+    )
+    missing = [figure for figure in FIGURES if figure not in printed]
+    assert not missing, printed
     figures = json.loads(out.read_text())
     assert figures["plans"] == 10
     assert figures["outcomes"] == {"REPROTECTED": 10}
+
+
+def test_child_start_probe_prints_one_row_per_shape() -> None:
+    printed = _bench("bench.child_starts", "--children", "6", "--groups", "1", "--groups", "3")
+    rows = [line.split() for line in printed.splitlines() if line[:1].isdigit()]
+    assert [row[:2] for row in rows] == [["6", "1"], ["6", "3"]], printed
