@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -12,10 +13,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from srmflow.demo import free_port
+from srmflow.leases import RequestLeaseKeeper
 from srmflow.metrics import SrmflowMetrics, endpoint_template
 from srmflow.srm.client import SrmClient
 from srmflow.temporal import build_runtime
-from tests.reprotect_support import run, site_settings, unique_site
+from tests.reprotect_support import eventually, run, site_settings, unique_site
 from tests.simfixture import MakeSim
 from worker import WORKFLOWS, build_activities
 from workflows.models import ReprotectPlanInput
@@ -56,8 +58,13 @@ async def test_worker_exports_srmflow_metrics(
     )
     metrics = SrmflowMetrics(runtime.metric_meter)
     plans = list(sim.state.plans)
+    settings = site_settings(sim, site)
+    stop_leasing = asyncio.Event()
     async with aiohttp.ClientSession() as http:
-        srm = SrmClient(site_settings(sim, site), session=http, observer=metrics.srm_request)
+        srm = SrmClient(settings, session=http, observer=metrics.srm_request)
+        keeper = RequestLeaseKeeper(
+            client, task_queue, settings, srm.gate, worker_id="metrics-test", metrics=metrics
+        )
         async with Worker(
             client,
             task_queue=task_queue,
@@ -65,6 +72,12 @@ async def test_worker_exports_srmflow_metrics(
             activities=build_activities({site: srm}, client, metrics=metrics),
             graceful_shutdown_timeout=timedelta(seconds=5),
         ):
+            leasing = asyncio.create_task(keeper.run(stop_leasing))
+
+            async def leased() -> bool:
+                return keeper.lease is not None
+
+            await eventually(leased)
             for plan_id in plans:
                 inp = ReprotectPlanInput(
                     site=site, plan_id=plan_id, poll_interval_seconds=1, retry_incomplete=False
@@ -72,6 +85,8 @@ async def test_worker_exports_srmflow_metrics(
                 await run(client, task_queue, inp, sim.pairing_id)
             async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                 text = await response.text()
+            stop_leasing.set()
+            await leasing
         await srm.close()
 
     assert _value(text, "srmflow_plans_finished", site=site, outcome="REPROTECTED") == 2
@@ -83,3 +98,5 @@ async def test_worker_exports_srmflow_metrics(
     assert _value(text, "srmflow_srm_task_duration_count", site=site, status="SUCCESS") == 2
     assert _value(text, "srmflow_srm_task_duration_count", site=site, status="ERROR") == 1
     assert _value(text, "srmflow_srm_operations_in_flight", site=site) == 0
+    # The worker's share of the site's requests: alone, its own max_in_flight (8 < 16).
+    assert _value(text, "srmflow_srm_request_lease", site=site) == settings.max_in_flight
