@@ -121,27 +121,46 @@ async def test_gate_holds_requests_at_zero_and_lets_them_through_when_resized() 
     assert gate.open == 0
 
 
-async def test_a_cancelled_waiter_does_not_swallow_the_wake_up() -> None:
+async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
     gate = RequestGate(1)
-    release = asyncio.Event()
-
-    async def holder() -> None:
-        async with gate:
-            await release.wait()
+    await gate.__aenter__()
 
     async def waiter() -> None:
         async with gate:
             pass
 
-    first = asyncio.create_task(holder())
-    await _settle()
     doomed, patient = asyncio.create_task(waiter()), asyncio.create_task(waiter())
     await _settle()
-    release.set()
+    # The release hands the slot to the oldest waiter; it is cancelled before it runs.
+    await gate.__aexit__(None, None, None)
     doomed.cancel()
-    await asyncio.gather(first, patient)
+    await asyncio.wait_for(patient, 5)  # a lost slot would leave it waiting for good
     assert doomed.cancelled()
     assert gate.open == 0
+
+
+async def test_waiters_get_freed_slots_first_come_first_served() -> None:
+    gate = RequestGate(1)
+    order: list[int] = []
+    leave = asyncio.Event()
+
+    async def first() -> None:
+        async with gate:
+            await leave.wait()
+
+    async def request(n: int) -> None:
+        async with gate:
+            order.append(n)
+
+    holder = asyncio.create_task(first())
+    await _settle()
+    waiters = []
+    for n in range(4):
+        waiters.append(asyncio.create_task(request(n)))
+        await _settle()
+    leave.set()
+    await asyncio.gather(holder, *waiters)
+    assert order == [0, 1, 2, 3]
 
 
 # --- leases on the dev server ---------------------------------------------------------------

@@ -9,18 +9,24 @@ wait until the open count is below the new limit. A limit of 0 holds every new r
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from types import TracebackType
 
 
 class RequestGate:
-    """``async with gate:`` around one SRM request; ``await gate.resize(n)`` changes the limit."""
+    """``async with gate:`` around one SRM request; ``await gate.resize(n)`` changes the limit.
+
+    Waiters are served first come, first served: a freed slot is handed to the oldest waiter
+    (counted as open on its behalf), so a release wakes one task, not all of them, and a waiter
+    cancelled right after being handed a slot passes it on.
+    """
 
     def __init__(self, limit: int) -> None:
         if limit < 0:
             raise ValueError("a request limit cannot be negative")
         self._limit = limit
         self._open = 0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def limit(self) -> int:
@@ -36,15 +42,26 @@ class RequestGate:
         """Set the limit; waiters proceed at once when it grows."""
         if limit < 0:
             raise ValueError("a request limit cannot be negative")
-        async with self._changed:
-            self._limit = limit
-            self._changed.notify_all()
+        self._limit = limit
+        self._hand_over()
 
     async def __aenter__(self) -> None:
         """Wait until fewer than ``limit`` requests are open, then count this one."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._open < self._limit)
+        if not self._waiters and self._open < self._limit:
             self._open += 1
+            return
+        slot = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():
+                # Handed a slot just as it was cancelled: give it to the next waiter.
+                self._open -= 1
+                self._hand_over()
+            elif slot in self._waiters:  # a hand-over may have dropped it already
+                self._waiters.remove(slot)
+            raise
 
     async def __aexit__(
         self,
@@ -52,9 +69,13 @@ class RequestGate:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Count the request as closed and let the waiters re-check."""
-        async with self._changed:
-            self._open -= 1
-            # notify_all, not notify: a waiter cancelled after being woken must not swallow
-            # the only wake-up (asyncio.Condition on Python 3.11 does not pass it on).
-            self._changed.notify_all()
+        """Count the request as closed and hand its slot to the oldest waiter."""
+        self._open -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self._open < self._limit:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                self._open += 1
+                slot.set_result(None)
