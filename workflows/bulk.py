@@ -23,7 +23,8 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import plan_steps, policies
+    import workflows.plan_steps as plan_steps
+    import workflows.policies as policies
     from workflows.bulk_models import (
         CARRY_BUDGET,
         MIN_SEGMENT_ROWS,

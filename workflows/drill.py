@@ -24,7 +24,8 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import plan_steps, policies
+    import workflows.plan_steps as plan_steps
+    import workflows.policies as policies
     from workflows.bulk_models import PlanRef, SelectionInput
     from workflows.bulk_schedule import startable
     from workflows.drill_models import (

@@ -35,7 +35,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policies
+    import workflows.policies as policies
     from workflows.limiter_models import (
         GRANT_SIGNAL,
         LimiterState,

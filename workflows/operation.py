@@ -17,14 +17,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import plan_steps
-from workflows.limiter import HoldsOperationSlot, OperationSlot
-from workflows.plan_steps import Stop as _Stop
-
 with workflow.unsafe.imports_passed_through():
+    import workflows.plan_steps as plan_steps
+    import workflows.policies as policies
     from activities.operations import OperationActivities
     from activities.srm import SrmActivities
-    from workflows import policies
     from workflows.drill_models import (
         CancelOperationInput,
         Operation,
@@ -41,7 +38,9 @@ with workflow.unsafe.imports_passed_through():
         WebhookInput,
         WebhookTarget,
     )
+    from workflows.limiter import HoldsOperationSlot, OperationSlot
     from workflows.models import Sites, TaskOutcome
+    from workflows.plan_steps import Stop as _Stop
 
 # What a finished SRM task must leave behind for each action to count as done.
 DONE_STATUS: dict[Operation, str | None] = {

@@ -16,7 +16,7 @@ from temporalio.exceptions import ActivityError
 from temporalio.exceptions import CancelledError as CancelledFailure
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policies
+    import workflows.policies as policies
     from workflows.bulk_models import Selection, SelectionInput
     from workflows.models import TaskOutcome, WaitForTaskInput, WaitOptions
 

@@ -19,13 +19,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TimeoutFailure
 
-from workflows import plan_steps
-from workflows.limiter import HoldsOperationSlot, OperationSlot
-from workflows.plan_steps import Stop as _Stop
-
 with workflow.unsafe.imports_passed_through():
+    import workflows.plan_steps as plan_steps
+    import workflows.policies as policies
     from activities.srm import SrmActivities
-    from workflows import policies
+    from workflows.limiter import HoldsOperationSlot, OperationSlot
     from workflows.models import (
         CancelTaskInput,
         PlanAction,
@@ -42,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         TaskOutcome,
         VerifyInput,
     )
+    from workflows.plan_steps import Stop as _Stop
 
 READY_STATE = "READY_STATE"
 # Workflows started before the site limiter existed replay without it.
