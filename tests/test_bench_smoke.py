@@ -21,7 +21,7 @@ FIGURES = [
     "history events per plan workflow",
     "history bytes per plan workflow",
     "parent history events / bytes / runs",
-    "worker peak RSS MiB (VmHWM)",
+    "worker peak RSS MiB (VmHWM, the largest of 2)",
     "worker CPU s per 100 plans",
     "baseline makespan s (plain asyncio)",
     "makespan / baseline makespan",
@@ -46,6 +46,7 @@ def _bench(module: str, *args: str) -> str:
 def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     args = ["--plans", "10", "--concurrency", "5", "--task-seconds", "1", "--poll-seconds", "1"]
+    args += ["--workers", "2"]
     printed = _bench(
         "bench.bulk", *args, "--state-dir", str(tmp_path / "s"), "--json-out", str(out)
     )
@@ -53,6 +54,7 @@ def test_bench_bulk_prints_every_figure(tmp_path: Path) -> None:
     assert not missing, printed
     figures = json.loads(out.read_text())
     assert figures["plans"] == 10
+    assert figures["workers"] == 2
     assert figures["outcomes"] == {"REPROTECTED": 10}
 
 
