@@ -1,4 +1,4 @@
-"""bench/bulk.py and bench/child_starts.py run end to end, tiny, and print their figures.
+"""bench/bulk.py, bench/child_starts.py and bench/plan_memory.py run end to end, tiny.
 
 Benchmarks print figures; their values are never asserted here, only that each one is there.
 """
@@ -62,3 +62,10 @@ def test_child_start_probe_prints_one_row_per_shape() -> None:
     printed = _bench("bench.child_starts", "--children", "6", "--groups", "1", "--groups", "3")
     rows = [line.split() for line in printed.splitlines() if line[:1].isdigit()]
     assert [row[:2] for row in rows] == [["6", "1"], ["6", "3"]], printed
+
+
+def test_plan_memory_probe_prints_the_cost_of_a_plan() -> None:
+    for shape in ([], ["--queued"]):
+        printed = _bench("bench.plan_memory", "--plans", "3", "--settle", "0", *shape)
+        assert "KiB per plan" in printed, printed
+        assert ("queued for the site slot" in printed) == bool(shape), printed
