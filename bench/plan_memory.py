@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.baseline import sim_args
+from bench.bulk import worker_env
 from bench.common import sim_admin, stop_on_sigterm, table
 from srmflow.demo import DemoStack
 from srmflow.entry import hard_exit
@@ -51,11 +52,7 @@ async def probe(args: argparse.Namespace, state_dir: Path) -> dict[str, float]:
         stack.start_temporal()
         stack.start_simulator(sim_args(plans, TASK_SECONDS))
         stack.start_worker(
-            "worker",
-            {
-                "SRMFLOW_SRM_MAX_OPERATIONS": str(operations),
-                "SRMFLOW_MAX_CONCURRENT_ACTIVITIES": str(max(200, 2 * plans)),
-            },
+            "worker", {**worker_env(plans), "SRMFLOW_SRM_MAX_OPERATIONS": str(operations)}
         )
         client = await stack.wait_ready()
         await asyncio.sleep(args.settle)  # the worker's own start-up allocations
