@@ -32,6 +32,7 @@ from bench.common import (
     table,
 )
 from srmflow.demo import DemoStack
+from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
 from srmflow.report import bulk_rows
 from workflows.bulk import BulkReprotectWorkflow
@@ -322,6 +323,8 @@ def main() -> None:
     print(render(result))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    # Past the temporalio client's use: no interpreter finalisation (sdk-python issue 300).
+    hard_exit(0)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from temporalio.worker import Replayer
 
 from bench.common import sim_admin, stop_on_sigterm, table
 from srmflow.demo import DemoStack
+from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
 from srmflow.report import bulk_rows
 from worker import WORKFLOWS
@@ -324,7 +324,8 @@ def main() -> None:
     for key in ("lost", "duplicated", "stuck", "replay_failures"):
         for item in report[key][:20]:
             print(f"{key}: {item}")
-    sys.exit(1 if bad(report) else 0)
+    # Past the temporalio client's use: no interpreter finalisation (sdk-python issue 300).
+    hard_exit(1 if bad(report) else 0)
 
 
 if __name__ == "__main__":
