@@ -2,7 +2,7 @@
 
 The sandbox imports a workflow's own module again for each run it executes; anything else that
 module imports inside the sandbox is loaded again too, and every cached run keeps its copy
-(about 0.2 MiB per plan at 1,000 plans in flight, docs/benchmarks.md). srmflow passes its
+(tens of KiB a module, per plan in flight: docs/benchmarks.md). srmflow passes its
 deterministic helper modules through instead. The trap this guards against: ``from workflows
 import plan_steps`` inside ``imports_passed_through()`` still loads ``plan_steps`` afresh,
 because the ``workflows`` package itself is loaded afresh and Python fetches the submodule
@@ -61,7 +61,6 @@ def _record_module_runs(frame: FrameType, event: str, arg: Any) -> None:
 async def test_a_plan_run_reloads_only_its_own_module(
     client: Client, task_queue: str, make_sim: MakeSim
 ) -> None:
-    global _imports
     # The worker creates workflow instances on this thread and activates them on its own
     # threads, started after this.
     sys.setprofile(_record_module_runs)
