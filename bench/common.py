@@ -26,10 +26,15 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def memory_kib(pid: int, field: str) -> int:
+    """A memory figure of a live process from /proc/<pid>/status (``VmRSS``, ``VmHWM``), KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
+
+
 def proc_figures(pid: int) -> tuple[float, float]:
     """(peak RSS in MiB from VmHWM, CPU seconds user+system) of a live process."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    hwm_kib = memory_kib(pid, "VmHWM")
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")

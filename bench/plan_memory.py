@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.baseline import sim_args
 from bench.bulk import worker_env
-from bench.common import sim_admin, stop_on_sigterm, table
+from bench.common import memory_kib, sim_admin, stop_on_sigterm, table
 from srmflow.demo import DemoStack
 from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
@@ -35,12 +35,6 @@ from workflows.limiter_models import limiter_workflow_id
 
 # Long enough for every plan to start and the probe to read; the run is torn down after.
 TASK_SECONDS = 3600.0
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a live process (VmRSS), in KiB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 async def probe(args: argparse.Namespace, state_dir: Path) -> dict[str, float]:
@@ -57,7 +51,7 @@ async def probe(args: argparse.Namespace, state_dir: Path) -> dict[str, float]:
         client = await stack.wait_ready()
         await asyncio.sleep(args.settle)  # the worker's own start-up allocations
         pid = stack.procs["worker"].pid
-        before = rss_kib(pid)
+        before = memory_kib(pid, "VmRSS")
         started = time.monotonic()
         await client.start_workflow(
             BulkReprotectWorkflow.run,
@@ -84,7 +78,7 @@ async def probe(args: argparse.Namespace, state_dir: Path) -> dict[str, float]:
             await asyncio.sleep(1.0)
         placed = time.monotonic() - started
         await asyncio.sleep(args.settle)
-        after = rss_kib(pid)
+        after = memory_kib(pid, "VmRSS")
     finally:
         stack.stop()
     return {
