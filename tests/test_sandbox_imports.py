@@ -6,7 +6,8 @@ module imports inside the sandbox is loaded again too, and every cached run keep
 deterministic helper modules through instead. The trap this guards against: ``from workflows
 import plan_steps`` inside ``imports_passed_through()`` still loads ``plan_steps`` afresh,
 because the ``workflows`` package itself is loaded afresh and Python fetches the submodule
-through the package without asking the sandbox.
+through the package without asking the sandbox. For the same reason the reprotect workflow's
+module only declares the workflow; its script lives in a passed-through module.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ _OURS = {"workflows", "activities", "srmflow", "worker"}
 FRESH_PER_RUN = {"workflows", "workflows.reprotect"}
 
 # Passed-through helpers run outside the sandbox's checks, so they may import only what
-# workflow code may use deterministically.
-PASSED_THROUGH_HELPERS = ("plan_steps.py", "policies.py", "limiter.py")
+# workflow code may use deterministically, and read the time only through workflow.now().
+PASSED_THROUGH_HELPERS = ("plan_steps.py", "policies.py", "limiter.py", "reprotect_script.py")
+# The reprotect script names its activities by method: it may import their class, never call it.
+ACTIVITY_REFERENCES = {"reprotect_script.py": ("activities.srm", "SrmActivities")}
+CLOCK_READS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter"}
 HELPER_IMPORTS_ALLOWED = (
     "__future__",
     "asyncio",
@@ -139,5 +143,21 @@ def test_passed_through_helpers_import_only_deterministic_modules(name: str) -> 
     tree = ast.parse((WORKFLOWS / name).read_text())
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    roots = [m for m in imported if not m.startswith(HELPER_IMPORTS_ALLOWED)]
+    allowed_here = (*HELPER_IMPORTS_ALLOWED, *ACTIVITY_REFERENCES.get(name, ())[:1])
+    roots = [m for m in imported if not m.startswith(allowed_here)]
     assert not roots, f"{name} imports {roots}: not allowed in code that skips the sandbox"
+
+
+@pytest.mark.parametrize("name", PASSED_THROUGH_HELPERS)
+def test_passed_through_helpers_read_no_clock_and_run_no_activity_code(name: str) -> None:
+    tree = ast.parse((WORKFLOWS / name).read_text())
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = ast.unparse(node.func.value)
+        if node.func.attr in CLOCK_READS and owner != "workflow":
+            problems.append(f"line {node.lineno}: {ast.unparse(node.func)}() reads a clock")
+        if name in ACTIVITY_REFERENCES and owner == ACTIVITY_REFERENCES[name][1]:
+            problems.append(f"line {node.lineno}: {ast.unparse(node.func)}() runs activity code")
+    assert not problems, f"{name}: {problems}; use workflow.now() and schedule activities"
