@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bench.common import sim_admin, stop_on_sigterm, table
+from srmflow.converter import DATA_CONVERTER
 from srmflow.demo import DemoStack
 from srmflow.entry import hard_exit
 from srmflow.log import configure_logging
@@ -172,7 +172,7 @@ async def _finished(handle: WorkflowHandle[Any, Any]) -> bool:
 
 async def replay_all(client: Client, workflow_ids: list[str]) -> list[str]:
     """Workflow ids whose fetched history does not replay with the project's workflows."""
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER)
     failed = []
     for workflow_id in workflow_ids:
         async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"'):

@@ -27,13 +27,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
 )
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.settings import ConfigError
 
 ENCODING = b"binary/encrypted"
@@ -179,12 +179,12 @@ def codec_from_keys(spec: str, *, source: str = KEYS_VARIABLE) -> EncryptionCode
 
 
 def data_converter(codec: EncryptionCodec | None) -> DataConverter:
-    """The pydantic JSON converter, sealing payloads and failure messages when a codec is given."""
+    """srmflow's pydantic JSON converter, sealing payloads and failure messages given a codec."""
     if codec is None:
-        return pydantic_data_converter
+        return DATA_CONVERTER
     # Failure messages and stack traces move into an encoded attribute so the codec seals them.
     return dataclasses.replace(
-        pydantic_data_converter,
+        DATA_CONVERTER,
         payload_codec=codec,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.temporal import find_binary
 
 SIM_USER, SIM_PASSWORD = "administrator@site-a.local", "demo-password-a"
@@ -188,9 +188,7 @@ class DemoStack:
         while True:
             self.check_alive()
             try:
-                return await Client.connect(
-                    self.temporal_address, data_converter=pydantic_data_converter
-                )
+                return await Client.connect(self.temporal_address, data_converter=DATA_CONVERTER)
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise

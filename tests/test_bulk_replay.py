@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from srmflow.converter import DATA_CONVERTER
 from tests.bulk_support import bulk_worker, start_bulk
 from tests.reprotect_support import unique_site
 from tests.simfixture import MakeSim
@@ -37,7 +37,7 @@ def test_bulk_histories_are_recorded() -> None:
 @pytest.mark.parametrize("name", sorted(RECORDED))
 async def test_bulk_history_replays(name: str) -> None:
     history = WorkflowHistory.from_json(name, RECORDED[name])
-    replayer = Replayer(workflows=[BulkReprotectWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[BulkReprotectWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{name}: {result.replay_failure}"
 

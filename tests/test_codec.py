@@ -14,7 +14,6 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.common import RetryPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         main,
         new_key,
     )
+    from srmflow.converter import DATA_CONVERTER
     from srmflow.settings import ConfigError
 
 PLAN_NAME = "plan-SECRET-0042"
@@ -163,7 +163,7 @@ async def test_key_id_is_authenticated() -> None:
 
 async def test_unencrypted_payloads_pass_through() -> None:
     codec = codec_from_keys(OLD)
-    plain = await pydantic_data_converter.encode([SecretPlanInput(plan_name=PLAN_NAME), None])
+    plain = await DATA_CONVERTER.encode([SecretPlanInput(plan_name=PLAN_NAME), None])
     assert await codec.decode(plain) == plain
     values = await data_converter(codec).decode(plain, [SecretPlanInput, type(None)])
     assert values == [SecretPlanInput(plan_name=PLAN_NAME), None]
@@ -188,7 +188,7 @@ async def test_failure_message_and_stack_are_sealed() -> None:
 
 
 def test_no_codec_means_the_plain_pydantic_converter() -> None:
-    assert data_converter(None) is pydantic_data_converter
+    assert data_converter(None) is DATA_CONVERTER
 
 
 @pytest.mark.parametrize(

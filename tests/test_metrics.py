@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import aiohttp
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.demo import free_port
 from srmflow.leases import RequestLeaseKeeper
 from srmflow.metrics import SrmflowMetrics, endpoint_template
@@ -53,7 +53,7 @@ async def test_worker_exports_srmflow_metrics(
     assert runtime is not None
     client = await Client.connect(
         dev_env.client.service_client.config.target_host,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         runtime=runtime,
     )
     metrics = SrmflowMetrics(runtime.metric_meter)

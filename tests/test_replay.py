@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from srmflow.converter import DATA_CONVERTER
 from workflows.reprotect import ReprotectPlanWorkflow
 
 HISTORIES = {
@@ -24,6 +24,6 @@ def test_histories_are_recorded() -> None:
 @pytest.mark.parametrize("name", sorted(HISTORIES))
 async def test_history_replays(name: str) -> None:
     history = WorkflowHistory.from_json(f"replay-{name}", HISTORIES[name])
-    replayer = Replayer(workflows=[ReprotectPlanWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ReprotectPlanWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{name}: {result.replay_failure}"

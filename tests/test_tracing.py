@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.log import configure_logging
 from srmflow.settings import ConfigError, load_settings
 from srmflow.srm.client import SrmClient
@@ -82,10 +82,10 @@ async def test_one_reprotect_is_one_trace_without_secrets(
     # Two clients, as the CLI and a worker would have in two processes: only the Temporal
     # headers carry the trace from one to the other.
     starter = await Client.connect(
-        target, data_converter=pydantic_data_converter, interceptors=[tracing.interceptor]
+        target, data_converter=DATA_CONVERTER, interceptors=[tracing.interceptor]
     )
     worker_client = await Client.connect(
-        target, data_converter=pydantic_data_converter, interceptors=[tracing.interceptor]
+        target, data_converter=DATA_CONVERTER, interceptors=[tracing.interceptor]
     )
     async with aiohttp.ClientSession() as http:
         srm = SrmClient(site_settings(sim, site), session=http, observer=tracing.srm_observer())
