@@ -22,9 +22,8 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -35,6 +34,9 @@ from temporalio.converter import (
 
 from srmflow.converter import DATA_CONVERTER
 from srmflow.settings import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ENCODING = b"binary/encrypted"
 METADATA_ENCODING = "encoding"
@@ -63,6 +65,9 @@ class EncryptionCodec(PayloadCodec):
 
     def __init__(self, keys: Sequence[tuple[str, bytes]], *, source: str = KEYS_VARIABLE) -> None:
         """Build from ``(key_id, 32-byte key)`` pairs, current key first."""
+        # Imported here: a worker without encryption never loads cryptography (~8 MiB).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         if not keys:
             raise ConfigError(f"{source}: at least one key is required")
         self._source = source
@@ -122,6 +127,8 @@ class EncryptionCodec(PayloadCodec):
             raise PayloadDecryptionError(
                 f"encrypted payload with key id {_shown_id(key_id)} is truncated"
             )
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id)
         except InvalidTag:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -189,6 +192,32 @@ async def test_failure_message_and_stack_are_sealed() -> None:
 
 def test_no_codec_means_the_plain_pydantic_converter() -> None:
     assert data_converter(None) is DATA_CONVERTER
+
+
+# Prints the cryptography modules loaded after a worker's imports, before and after a codec.
+_LOADED = """
+import os, sys
+import srmflow.cli.worker, worker
+from srmflow.codec import codec_from_keys, data_converter, new_key
+def loaded():
+    return len([m for m in sys.modules if m.split(".")[0] == "cryptography"])
+data_converter(None)
+print(loaded(), end=" ")
+codec_from_keys(new_key("k1"))
+print(loaded(), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_worker_without_encryption_never_loads_cryptography() -> None:
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-c", _LOADED], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    without_keys, with_keys = map(int, run.stdout.split())
+    assert without_keys == 0
+    assert with_keys > 0
 
 
 @pytest.mark.parametrize(

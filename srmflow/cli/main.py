@@ -1,7 +1,7 @@
 """The ``srmflow`` command: a click group whose subcommands load lazily.
 
 Lazy loading keeps ``srmflow --help`` fast and lets each subcommand pull in only what it needs
-(the simulator never imports Temporal, the worker never imports rich).
+(the simulator never imports Temporal, the worker none of the other commands).
 """
 
 from __future__ import annotations
