@@ -106,7 +106,7 @@ async def _sim_ready(stack: DemoStack, limit_seconds: float = 30.0) -> None:
 
 def main() -> None:
     """CLI entry."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--plans", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--task-seconds", type=float, default=30.0)

@@ -297,7 +297,7 @@ def bad(report: dict[str, Any]) -> bool:
 
 def parse_args() -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--plans", type=int, default=200)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--restarts", type=int, default=2)

@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> list[list[str]]:
 
 def main() -> None:
     """CLI entry."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--children", type=int, default=500)
     parser.add_argument(
         "--groups", type=int, action="append", help="sub-parents (repeat for several runs)"
