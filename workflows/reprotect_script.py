@@ -45,7 +45,6 @@ from workflows.models import (
     TaskOutcome,
     VerifyInput,
 )
-from workflows.plan_steps import Stop as _Stop
 
 READY_STATE = "READY_STATE"
 # Workflows started before the site limiter existed replay without it.
@@ -77,7 +76,7 @@ class ReprotectScript(HoldsOperationSlot):
             self._deadline = workflow.now() + timedelta(seconds=inp.deadline_seconds)
         try:
             await self._script(inp)
-        except _Stop:
+        except plan_steps.Stop:
             pass
         except asyncio.CancelledError:
             await self._on_cancel(inp)
@@ -153,7 +152,7 @@ class ReprotectScript(HoldsOperationSlot):
                 f"{inp.site!r} (raise its max_operations or the deadline)",
                 error_type="Deadline",
             )
-            raise _Stop
+            raise plan_steps.Stop
 
     def _should_rerun(self, outcome: TaskOutcome, attempt: int, attempts: int) -> bool:
         return (
@@ -251,7 +250,7 @@ class ReprotectScript(HoldsOperationSlot):
                 reason=f"SRM task {outcome.task_id} was cancelled outside srmflow; the plan is "
                 f"{outcome.plan_status}",
             )
-            raise _Stop
+            raise plan_steps.Stop
         succeeded = outcome.status in ("SUCCESS", "UNKNOWN") and outcome.plan_status == READY_STATE
         if succeeded or (outcome.status == "SUCCESS" and self._inputs.verify):
             return
@@ -269,7 +268,7 @@ class ReprotectScript(HoldsOperationSlot):
                 f"{outcome.plan_status}{srm_says}"
             )
         self._finish(ReprotectOutcome.FAILED, reason=reason)
-        raise _Stop
+        raise plan_steps.Stop
 
     async def _verify(
         self, inp: ReprotectPlanInput, pre: PrecheckResult, outcome: TaskOutcome
@@ -382,7 +381,7 @@ class ReprotectScript(HoldsOperationSlot):
         left = self._deadline - workflow.now()
         if left <= timedelta(0):
             self._finish(ReprotectOutcome.FAILED, reason="deadline exceeded", error_type="Deadline")
-            raise _Stop
+            raise plan_steps.Stop
         return min(schedule_to_close, left)
 
     def _start_activity(
