@@ -65,7 +65,7 @@ class EncryptionCodec(PayloadCodec):
 
     def __init__(self, keys: Sequence[tuple[str, bytes]], *, source: str = KEYS_VARIABLE) -> None:
         """Build from ``(key_id, 32-byte key)`` pairs, current key first."""
-        # Imported here: a worker without encryption never loads cryptography (~8 MiB).
+        # Imported here: a worker without encryption never loads cryptography (6.6 MiB RSS).
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if not keys:

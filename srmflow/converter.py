@@ -1,10 +1,10 @@
 """srmflow's data converter: pydantic JSON, with one pydantic type-adapter cache per process.
 
 Temporal builds a payload converter for every workflow run a worker executes. The stock
-``pydantic_data_converter`` gives each one its own ``TypeAdapter`` cache, so every cached run
-keeps adapters for the same dozen types, about 8 KiB per plan in flight (docs/benchmarks.md).
-Here the runs share one JSON converter; payloads are byte-for-byte the same as the stock
-converter's, so histories written by either read back with the other.
+``pydantic_data_converter`` gives each one its own JSON converter and ``TypeAdapter`` cache, so
+every cached run builds and keeps adapters for the same dozen types. Here the runs share one
+JSON converter; payloads are byte-for-byte the same as the stock converter's, so histories
+written by either read back with the other.
 """
 
 from __future__ import annotations
