@@ -248,12 +248,15 @@ class Settings(BaseSettings):
         validation_alias="SRMFLOW_MAX_CONCURRENT_WORKFLOW_TASKS",
         description="Per worker",
     )
+    # A plan spends nearly all its time waiting on its SRM task, cached but idle (about
+    # 130 KiB each): the cache needs room for the plans active at once, not for every plan
+    # in flight. An evicted plan replays its ~40 events once, when its task ends.
     max_cached_workflows: int = Field(
-        1000,
+        500,
         ge=0,
         validation_alias="SRMFLOW_MAX_CACHED_WORKFLOWS",
-        description="Workflows kept in memory between their tasks, per worker; fewer saves "
-        "memory, but an evicted plan is replayed from history at its next step",
+        description="Workflows kept in memory between their tasks, per worker; past it the "
+        "least recently active plan is evicted and replayed from history at its next step",
     )
     sticky_queue_timeout_seconds: float = Field(
         10.0,

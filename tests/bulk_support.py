@@ -27,6 +27,7 @@ async def bulk_worker(
     site: str,
     *,
     webhook_secret: str | None = None,
+    max_cached_workflows: int = 1000,
     **srm_overrides: Any,
 ) -> AsyncIterator[Worker]:
     """All workflows and activities, as worker.py registers them, against the simulator."""
@@ -40,6 +41,7 @@ async def bulk_worker(
                 {site: srm}, client, webhook_secret=webhook_secret, http=http
             ),
             max_concurrent_activities=400,
+            max_cached_workflows=max_cached_workflows,
             graceful_shutdown_timeout=timedelta(seconds=5),
         ) as worker:
             yield worker

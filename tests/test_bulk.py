@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
+from srmflow.converter import DATA_CONVERTER
 from srmflow.report import bulk_rows
 from tests.bulk_support import bulk_worker, outcomes, progress, start_bulk
 from tests.reprotect_support import eventually, unique_site
@@ -272,3 +274,37 @@ async def test_remediation_ladder_approval_and_timeout(
 async def _waiting_for_approval(handle: object, plan_id: str) -> bool:
     current = await progress(handle)  # type: ignore[arg-type]
     return any(p.plan_id == plan_id and p.waiting_for_approval for p in current.in_flight)
+
+
+async def test_plans_evicted_from_the_workflow_cache_replay_and_finish(
+    client: Client, task_queue: str, make_sim: MakeSim
+) -> None:
+    # A cache smaller than the plans in flight (SRMFLOW_MAX_CACHED_WORKFLOWS) evicts plans
+    # while their SRM task runs: each replays from history when its task ends.
+    sim = await make_sim(plans=12, task_seconds=(1.0, 2.0))
+    site = unique_site()
+    buffer = MetricBuffer(100_000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    counted = await Client.connect(
+        client.service_client.config.target_host, data_converter=DATA_CONVERTER, runtime=runtime
+    )
+    inp = BulkReprotectInput(
+        site=site, all_recovered=True, max_concurrency=12, poll_interval_seconds=1
+    )
+    async with bulk_worker(counted, task_queue, sim, site, max_cached_workflows=3):
+        handle = await start_bulk(client, task_queue, inp, f"bulk/{site}")
+        result = await handle.result()
+
+    assert outcomes(result) == dict.fromkeys(sim.state.plans, "REPROTECTED")
+    assert _posts_per_plan(await sim.admin("GET", "state")) == dict.fromkeys(sim.state.plans, 1)
+    totals: Counter[str] = Counter()
+    for update in buffer.retrieve_updates():
+        if update.metric.name in (
+            "temporal_sticky_cache_total_forced_eviction",
+            "temporal_sticky_cache_miss",
+        ):
+            totals[update.metric.name] += int(update.value)
+    # 12 plans, the bulk run and the site limiter in 3 places: plans were evicted, and their
+    # next task found them missing and replayed them.
+    assert totals["temporal_sticky_cache_total_forced_eviction"] >= 10, totals
+    assert totals["temporal_sticky_cache_miss"] >= 10, totals
