@@ -129,14 +129,17 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
 async def maybe_record(handle: WorkflowHandle[Any, Any], name: str) -> None:
-    """Save the workflow's history as tests/histories/<name>.json when recording is asked for.
+    """Save the workflow's history as tests/histories/<set>/<name>.json when asked to.
 
-    Run the suite with SRMFLOW_RECORD_HISTORIES=1 after a deliberate workflow change, review
-    the diff, and commit the JSON; test_replay.py replays every file there.
+    After a deliberate workflow change (a new ``workflow.patched`` branch), run the suite with
+    ``SRMFLOW_RECORD_HISTORIES=<set>``, a new folder named after the change (e.g.
+    ``3-slot-release-local``), review the files and commit them next to the older sets;
+    test_replay.py replays every set against the current code.
     """
-    if not os.environ.get("SRMFLOW_RECORD_HISTORIES"):
+    folder = os.environ.get("SRMFLOW_RECORD_HISTORIES")
+    if not folder:
         return
     history = await handle.fetch_history()
-    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / folder).mkdir(parents=True, exist_ok=True)
     text = json.dumps(json.loads(history.to_json()), indent=1, sort_keys=True)
-    (HISTORIES / f"{name}.json").write_text(text + "\n", encoding="utf-8")
+    (HISTORIES / folder / f"{name}.json").write_text(text + "\n", encoding="utf-8")

@@ -1,4 +1,8 @@
-"""Recorded histories in tests/histories/ replay clean against the current workflow code."""
+"""Recorded histories in tests/histories/<set>/ replay clean against the current workflow code.
+
+Each set was recorded by the code of its time (``maybe_record`` in reprotect_support.py), so
+together they cover every ``workflow.patched`` branch a running plan may still take.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,17 @@ from temporalio.worker import Replayer
 from srmflow.converter import DATA_CONVERTER
 from workflows.reprotect import ReprotectPlanWorkflow
 
+ROOT = Path(__file__).resolve().parent / "histories"
 HISTORIES = {
-    path.stem: path.read_text(encoding="utf-8")
-    for path in sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+    f"{path.parent.name}/{path.stem}": path.read_text(encoding="utf-8")
+    for path in sorted(ROOT.glob("*/*.json"))
 }
 
 
 def test_histories_are_recorded() -> None:
-    assert len(HISTORIES) >= 5, "record with SRMFLOW_RECORD_HISTORIES=1 (see reprotect_support)"
+    sets = {name.split("/")[0] for name in HISTORIES}
+    assert len(sets) >= 2, "record a set: see maybe_record in reprotect_support"
+    assert len(HISTORIES) >= 10, sorted(HISTORIES)
 
 
 @pytest.mark.parametrize("name", sorted(HISTORIES))
