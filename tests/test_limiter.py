@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.limits import LimiterActivities
@@ -19,7 +19,7 @@ from tests.limiter_holder import HolderWorkflow
 from tests.reprotect_support import eventually
 from tests.test_reprotect_standins import precheck, start_reprotect, verify, wait_many_heartbeats
 from workflows.limiter import IDLE_SECONDS, SiteLimiterWorkflow
-from workflows.limiter_models import LimiterState, limiter_workflow_id
+from workflows.limiter_models import LimiterState, SlotReturn, limiter_workflow_id
 from workflows.models import ReprotectOutcome, ReprotectPlanInput
 from workflows.reprotect import ReprotectPlanWorkflow
 
@@ -68,6 +68,7 @@ async def _bench(client: Client) -> AsyncIterator[Bench]:
         workflows=[SiteLimiterWorkflow, HolderWorkflow, ReprotectPlanWorkflow],
         activities=[
             limits.request_operation_slot,
+            limits.release_operation_slot,
             limits.closed_workflows,
             precheck,
             start_reprotect,
@@ -204,3 +205,12 @@ async def test_reprotect_deadline_runs_out_while_queued(bench: Bench) -> None:
     for handle in holders:
         await handle.signal(HolderWorkflow.finish)
         assert await handle.result() == "done"
+
+
+async def test_release_when_no_limiter_runs_holds_nothing(dev_env: WorkflowEnvironment) -> None:
+    # A limiter that has ended holds no slot: releasing into it is not an error.
+    limits = LimiterActivities(dev_env.client, {})
+    ret = SlotReturn(
+        site=f"site-{uuid.uuid4().hex[:8]}", task_queue="nowhere", workflow_id="w", run_id="r"
+    )
+    assert await ActivityEnvironment().run(limits.release_operation_slot, ret) is False

@@ -4,7 +4,8 @@ One long-lived workflow per SRM site and task queue (id
 ``srmflow-site-limiter/<site>/<task queue>``, running on that queue) acts as a counting
 semaphore. A plan workflow asks for a slot through the ``request_operation_slot`` activity
 (signal-with-start, so the limiter starts on first use) and waits for the ``GRANT_SIGNAL``
-signal; it gives the slot back with the ``release`` signal once its SRM task has ended.
+signal; it gives the slot back with the ``release`` signal once its SRM task has ended, sent
+by the ``release_operation_slot`` local activity.
 Because the state lives in Temporal, the limit holds whichever worker runs the plan, however
 many bulk runs share the site, and across worker crashes (a crashed worker's plans keep their
 slots: their SRM tasks are still running).
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         SlotHolder,
         SlotRelease,
         SlotRequest,
+        SlotReturn,
         WorkerLease,
         limiter_workflow_id,
         share_requests,
@@ -54,6 +56,10 @@ IDLE_SECONDS = 300.0
 AUDIT_SECONDS = 60.0
 REQUEST_TIMEOUT = timedelta(seconds=30)
 REQUEST_SCHEDULE_TIMEOUT = timedelta(minutes=10)
+# Runs that pass this patch give their slot back with a local activity inside the workflow
+# task that saw the SRM task end; older runs signalled the limiter and waited a workflow task
+# for the signal to be recorded before they went on (tests/histories/2-site-limiter).
+RELEASE_LOCALLY_PATCH = "slot-release-local-activity"
 # A worker renews its request lease this often, or after REBALANCE_SECONDS while shares move.
 RENEW_SECONDS = 10.0
 REBALANCE_SECONDS = 1.0
@@ -254,8 +260,8 @@ class OperationSlot:
 
     ``ask`` sends the request at once (a local activity: one signal-with-start, no task-queue
     round trip), so it can overlap the precheck; ``acquire`` waits for the grant, which the
-    plan workflow's ``GRANT_SIGNAL`` handler forwards to ``on_grant``. ``release`` is safe to
-    call at any time and more than once.
+    plan workflow's ``GRANT_SIGNAL`` handler forwards to ``on_grant``. ``release`` (a local
+    activity too) is safe to call at any time and more than once.
     """
 
     def __init__(self, site: str) -> None:
@@ -310,6 +316,37 @@ class OperationSlot:
         if not self.requested:
             return
         info = workflow.info()
+        if workflow.patched(RELEASE_LOCALLY_PATCH):
+            await self._release_locally(info)
+        else:
+            await self._signal_release(info)
+        self.requested = self.granted = False
+
+    async def _release_locally(self, info: workflow.Info) -> None:
+        """One signal from the worker (idempotent), no task-queue round trip before the next step.
+
+        Should it fail for good, the limiter reclaims the slot once this run has closed.
+        """
+        try:
+            await workflow.execute_local_activity(
+                "release_operation_slot",
+                SlotReturn(
+                    site=self.site,
+                    task_queue=info.task_queue,
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                ),
+                start_to_close_timeout=REQUEST_TIMEOUT,
+                schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
+                retry_policy=policies.SRM_CALL_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning(
+                "slot release not delivered; the limiter reclaims it when this run closes",
+                extra={"site": self.site, "error": str(err)},
+            )
+
+    async def _signal_release(self, info: workflow.Info) -> None:
         handle = workflow.get_external_workflow_handle(
             limiter_workflow_id(self.site, info.task_queue)
         )
@@ -320,7 +357,6 @@ class OperationSlot:
             )
         except FailureError:
             workflow.logger.info("site limiter gone; nothing to release", extra={"site": self.site})
-        self.requested = self.granted = False
 
 
 class HoldsOperationSlot:
