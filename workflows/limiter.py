@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -255,6 +256,17 @@ class SiteLimiterWorkflow:
         return self._state.site
 
 
+def _limiter_call(activity: str, arg: Any) -> Awaitable[Any]:
+    """A local activity of LimiterActivities: one call to Temporal from the worker."""
+    return workflow.execute_local_activity(
+        activity,
+        arg,
+        start_to_close_timeout=REQUEST_TIMEOUT,
+        schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
+        retry_policy=policies.SRM_CALL_RETRY,
+    )
+
+
 class OperationSlot:
     """A plan workflow's side of the limiter: ask, wait for the grant, give back.
 
@@ -275,7 +287,7 @@ class OperationSlot:
         info = workflow.info()
         self.requested = True
         self._asking = asyncio.ensure_future(
-            workflow.execute_local_activity(
+            _limiter_call(
                 "request_operation_slot",
                 SlotRequest(
                     site=self.site,
@@ -284,9 +296,6 @@ class OperationSlot:
                     run_id=info.run_id,
                     label=label,
                 ),
-                start_to_close_timeout=REQUEST_TIMEOUT,
-                schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
-                retry_policy=policies.SRM_CALL_RETRY,
             )
         )
 
@@ -328,7 +337,7 @@ class OperationSlot:
         Should it fail for good, the limiter reclaims the slot once this run has closed.
         """
         try:
-            await workflow.execute_local_activity(
+            await _limiter_call(
                 "release_operation_slot",
                 SlotReturn(
                     site=self.site,
@@ -336,9 +345,6 @@ class OperationSlot:
                     workflow_id=info.workflow_id,
                     run_id=info.run_id,
                 ),
-                start_to_close_timeout=REQUEST_TIMEOUT,
-                schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
-                retry_policy=policies.SRM_CALL_RETRY,
             )
         except ActivityError as err:
             workflow.logger.warning(
