@@ -25,6 +25,8 @@ FIGURES = [
     "worker CPU s per 100 plans",
     "baseline makespan s (plain asyncio)",
     "makespan / baseline makespan",
+    "slowest 5% lag s: detect",
+    "slowest 5% lag s: to_parent",
 ]
 
 

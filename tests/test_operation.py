@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from tests.drill_support import drill_worker, sim_statuses
-from tests.reprotect_support import eventually, unique_site
+from tests.reprotect_support import eventually, maybe_record, unique_site
 from tests.simfixture import MakeSim
 from workflows.drill_models import (
     Operation,
@@ -18,14 +18,19 @@ from workflows.drill_models import (
 from workflows.operation import PlanOperationWorkflow
 
 
-async def _run(client: Client, task_queue: str, inp: PlanOperationInput) -> OperationResult:
-    return await client.execute_workflow(
+async def _run(
+    client: Client, task_queue: str, inp: PlanOperationInput, record: str
+) -> OperationResult:
+    handle = await client.start_workflow(
         PlanOperationWorkflow.run,
         inp,
         id=f"op/{inp.site}/{inp.plan_id}/{inp.operation}",
         task_queue=task_queue,
         execution_timeout=timedelta(minutes=2),
     )
+    result = await handle.result()
+    await maybe_record(handle, record)
+    return result
 
 
 async def test_table_rules_done_already_done_not_eligible(
@@ -36,7 +41,10 @@ async def test_table_rules_done_already_done_not_eligible(
     first, second = list(sim.state.plans)
     async with drill_worker(client, task_queue, sim, site):
         refused = await _run(
-            client, task_queue, PlanOperationInput(site=site, plan_id=first, operation="test")
+            client,
+            task_queue,
+            PlanOperationInput(site=site, plan_id=first, operation="test"),
+            "operation_not_eligible",
         )
         reprotected = await _run(
             client,
@@ -44,9 +52,13 @@ async def test_table_rules_done_already_done_not_eligible(
             PlanOperationInput(
                 site=site, plan_id=second, operation=Operation.REPROTECT, poll_interval_seconds=1
             ),
+            "operation_reprotect",
         )
         again = await _run(
-            client, task_queue, PlanOperationInput(site=site, plan_id=second, operation="cleanup")
+            client,
+            task_queue,
+            PlanOperationInput(site=site, plan_id=second, operation="cleanup"),
+            "operation_already_done",
         )
     assert refused.outcome == OperationOutcome.FAILED
     assert refused.error_type == "PlanNotEligible"
@@ -75,6 +87,7 @@ async def test_cancelling_the_workflow_cancels_the_srm_task(
         await eventually(testing, within=20)
         await handle.cancel()
         result = await handle.result()
+        await maybe_record(handle, "operation_cancelled")
     assert result.outcome == OperationOutcome.CANCELLED
     assert result.final_plan_status == "TEST_INTERRUPTED"
     posts = [e["path"] for e in await sim.journal() if e["method"] == "POST"]
