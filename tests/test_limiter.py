@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -19,7 +20,7 @@ from tests.limiter_holder import HolderWorkflow
 from tests.reprotect_support import eventually
 from tests.test_reprotect_standins import precheck, start_reprotect, verify, wait_many_heartbeats
 from workflows.limiter import IDLE_SECONDS, SiteLimiterWorkflow
-from workflows.limiter_models import LimiterState, SlotReturn, limiter_workflow_id
+from workflows.limiter_models import LimiterState, SlotRelease, SlotReturn, limiter_workflow_id
 from workflows.models import ReprotectOutcome, ReprotectPlanInput
 from workflows.reprotect import ReprotectPlanWorkflow
 
@@ -39,6 +40,17 @@ class Bench:
         return self.client.get_workflow_handle_for(
             SiteLimiterWorkflow.run, limiter_workflow_id(self.site, self.queue)
         )
+
+    async def start_limiter(self, continue_as_new_events: int) -> str:
+        """Start the limiter with a short history threshold; its first run id."""
+        handle = await self.client.start_workflow(
+            SiteLimiterWorkflow.run,
+            LimiterState(site=self.site, capacity=2, continue_as_new_events=continue_as_new_events),
+            id=limiter_workflow_id(self.site, self.queue),
+            task_queue=self.queue,
+        )
+        assert handle.result_run_id is not None
+        return handle.result_run_id
 
     async def status(self) -> LimiterState:
         return await self.limiter().query(SiteLimiterWorkflow.status)
@@ -164,21 +176,20 @@ async def test_cancelled_waiter_leaves_the_queue(bench: Bench) -> None:
 
 async def test_continue_as_new_carries_holders_and_totals(bench: Bench) -> None:
     # A short history threshold, so that a few grants already make the limiter carry over.
-    await bench.client.start_workflow(
-        SiteLimiterWorkflow.run,
-        LimiterState(site=bench.site, capacity=2, continue_as_new_events=25),
-        id=limiter_workflow_id(bench.site, bench.queue),
-        task_queue=bench.queue,
-    )
-    first_run = (await bench.limiter().describe()).run_id
+    first_run = await bench.start_limiter(continue_as_new_events=25)
     keep = await bench.holder("keep")
     for n in range(6):
         handle = await bench.holder(f"h{n}")
         await bench.until(["keep", f"h{n}"], [])
         await handle.signal(HolderWorkflow.finish)
         assert await handle.result() == "done"
+
+    async def continued() -> bool:
+        # At the first lull (QUIET_SECONDS without a message) past the threshold.
+        return (await bench.limiter().describe()).run_id != first_run
+
+    await eventually(continued, within=20)
     status = await bench.status()
-    assert (await bench.limiter().describe()).run_id != first_run
     assert status.granted_total == 7
     assert [h.workflow_id for h in status.holders] == [f"{bench.site}-keep"]
     await keep.signal(HolderWorkflow.finish)
@@ -214,3 +225,34 @@ async def test_release_when_no_limiter_runs_holds_nothing(dev_env: WorkflowEnvir
         site=f"site-{uuid.uuid4().hex[:8]}", task_queue="nowhere", workflow_id="w", run_id="r"
     )
     assert await ActivityEnvironment().run(limits.release_operation_slot, ret) is False
+
+
+async def test_continue_as_new_waits_out_a_stream_of_messages(bench: Bench) -> None:
+    # A limiter past its history threshold while messages stream in: closing the run then
+    # would fail its workflow task on every message that lands meanwhile (UnhandledCommand)
+    # and replay it from the start, again and again. It continues at the first lull instead.
+    first_run = await bench.start_limiter(continue_as_new_events=150)
+    limiter = bench.limiter()
+    stream = [SlotRelease(workflow_id=f"nobody-{n}", run_id="r") for n in range(300)]
+
+    async def sender(lane: int) -> None:
+        for release in stream[lane::10]:
+            await limiter.signal(SiteLimiterWorkflow.release, release)
+
+    await asyncio.gather(*(sender(lane) for lane in range(10)))
+
+    async def continued() -> bool:
+        return (await limiter.describe()).run_id != first_run
+
+    await eventually(continued, within=30)
+    history = await bench.client.get_workflow_handle(limiter.id, run_id=first_run).fetch_history()
+    failed = [
+        e.workflow_task_failed_event_attributes.cause
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+    signals = sum(
+        e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED for e in history.events
+    )
+    assert failed == [], "no attempt to continue while messages kept coming"
+    assert signals == len(stream), "the first run served the whole stream"

@@ -21,7 +21,8 @@ exceeds what the other leases leave free, see ``share_requests``); a worker that
 renewing stops sending requests after ``LEASE_TRUST_SECONDS`` and its lease expires later
 (its open requests have ended by then).
 
-The limiter continues-as-new carrying its state, and ends after ``IDLE_SECONDS`` without
+The limiter continues-as-new carrying its state (past its history threshold, at the first
+lull in messages), and ends after ``IDLE_SECONDS`` without
 holders, waiters or live leases (the next request starts it again).
 """
 
@@ -61,6 +62,11 @@ REQUEST_SCHEDULE_TIMEOUT = timedelta(minutes=10)
 # task that saw the SRM task end; older runs signalled the limiter and waited a workflow task
 # for the signal to be recorded before they went on (tests/histories/2-site-limiter).
 RELEASE_LOCALLY_PATCH = "slot-release-local-activity"
+# Past its history threshold the limiter continues-as-new once no message came for this long,
+# or at once past HARD_CONTINUE_FACTOR times the threshold (tests/test_limiter.py).
+QUIET_CONTINUE_PATCH = "limiter-continue-as-new-when-quiet"
+QUIET_SECONDS = 2.0
+HARD_CONTINUE_FACTOR = 5
 # A worker renews its request lease this often, or after REBALANCE_SECONDS while shares move.
 RENEW_SECONDS = 10.0
 REBALANCE_SECONDS = 1.0
@@ -87,10 +93,16 @@ class SiteLimiterWorkflow:
             self._changed = False
             self._grant()
             if self._history_long():
-                await workflow.wait_condition(
-                    lambda: self._sending == 0 and workflow.all_handlers_finished()
-                )
-                workflow.continue_as_new(self._state)
+                if not workflow.patched(QUIET_CONTINUE_PATCH):
+                    await self._continue_as_new()
+                # Continue at a lull: a message arriving while the run closes fails its
+                # workflow task, and the replay that follows gives the next one time to come
+                # (a run fed many messages a second could retry for minutes, its lease
+                # updates unanswered). Past HARD_CONTINUE_FACTOR times the threshold, at once.
+                self._expire_leases()
+                if self._history_too_long() or not await self._wait_change(QUIET_SECONDS):
+                    await self._continue_as_new()
+                continue
             st = self._state
             self._expire_leases()
             if not st.holders and not st.waiting and st.leases:
@@ -243,6 +255,16 @@ class SiteLimiterWorkflow:
                 extra={"workflow_id": gone.workflow_id, "site": self._site},
             )
             self._drop(gone.workflow_id, gone.run_id)
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(
+            lambda: self._sending == 0 and workflow.all_handlers_finished()
+        )
+        workflow.continue_as_new(self._state)
+
+    def _history_too_long(self) -> bool:
+        events = workflow.info().get_current_history_length()
+        return events >= HARD_CONTINUE_FACTOR * self._state.continue_as_new_events
 
     def _history_long(self) -> bool:
         info = workflow.info()

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 LIMITER_ID_PREFIX = "srmflow-site-limiter"
 GRANT_SIGNAL = "operation_slot_granted"
 DEFAULT_MAX_OPERATIONS = 10
-# Continue-as-new once the limiter's history is this long (and whenever Temporal suggests it).
-CONTINUE_AS_NEW_EVENTS = 4000
+# Continue-as-new at the first lull once the limiter's history is this long (or Temporal
+# suggests it); a short history keeps the replay after a failed attempt short.
+CONTINUE_AS_NEW_EVENTS = 2000
 
 
 def limiter_workflow_id(site: str, task_queue: str) -> str:
