@@ -81,7 +81,6 @@ def build_activities(
         ops.cancel_operation,
         notify.send_webhook,
         limits.request_operation_slot,
-        limits.release_operation_slot,
         limits.closed_workflows,
     ]
 

@@ -1,4 +1,4 @@
-"""Activities of the per-site operation limiter: ask for a slot, give it back, find closed runs."""
+"""Activities of the per-site operation limiter: ask for a slot, find holders that have closed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from workflows.limiter_models import (
     LimiterState,
     SlotRelease,
     SlotRequest,
-    SlotReturn,
     limiter_workflow_id,
 )
 
@@ -56,25 +55,6 @@ class LimiterActivities:
             capacity=capacity,
         )
         return capacity
-
-    @activity.defn
-    async def release_operation_slot(self, ret: SlotReturn) -> bool:
-        """Signal ``release`` to the site's limiter; False when none runs (so none holds a slot).
-
-        Idempotent: the limiter drops the run's slot or queue place once, whatever repeats.
-        """
-        handle = self._temporal.get_workflow_handle(limiter_workflow_id(ret.site, ret.task_queue))
-        try:
-            await handle.signal(
-                SiteLimiterWorkflow.release,
-                SlotRelease(workflow_id=ret.workflow_id, run_id=ret.run_id),
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            log.info("operation_slot_limiter_gone", site=ret.site, workflow_id=ret.workflow_id)
-            return False
-        return True
 
     @activity.defn
     async def closed_workflows(self, refs: list[SlotRelease]) -> list[SlotRelease]:

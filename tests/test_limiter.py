@@ -12,7 +12,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.limits import LimiterActivities
@@ -20,7 +20,7 @@ from tests.limiter_holder import HolderWorkflow
 from tests.reprotect_support import eventually
 from tests.test_reprotect_standins import precheck, start_reprotect, verify, wait_many_heartbeats
 from workflows.limiter import IDLE_SECONDS, SiteLimiterWorkflow
-from workflows.limiter_models import LimiterState, SlotRelease, SlotReturn, limiter_workflow_id
+from workflows.limiter_models import LimiterState, SlotRelease, limiter_workflow_id
 from workflows.models import ReprotectOutcome, ReprotectPlanInput
 from workflows.reprotect import ReprotectPlanWorkflow
 
@@ -80,7 +80,6 @@ async def _bench(client: Client) -> AsyncIterator[Bench]:
         workflows=[SiteLimiterWorkflow, HolderWorkflow, ReprotectPlanWorkflow],
         activities=[
             limits.request_operation_slot,
-            limits.release_operation_slot,
             limits.closed_workflows,
             precheck,
             start_reprotect,
@@ -216,15 +215,6 @@ async def test_reprotect_deadline_runs_out_while_queued(bench: Bench) -> None:
     for handle in holders:
         await handle.signal(HolderWorkflow.finish)
         assert await handle.result() == "done"
-
-
-async def test_release_when_no_limiter_runs_holds_nothing(dev_env: WorkflowEnvironment) -> None:
-    # A limiter that has ended holds no slot: releasing into it is not an error.
-    limits = LimiterActivities(dev_env.client, {})
-    ret = SlotReturn(
-        site=f"site-{uuid.uuid4().hex[:8]}", task_queue="nowhere", workflow_id="w", run_id="r"
-    )
-    assert await ActivityEnvironment().run(limits.release_operation_slot, ret) is False
 
 
 async def test_continue_as_new_waits_out_a_stream_of_messages(bench: Bench) -> None:

@@ -78,7 +78,7 @@ async def verify(inp: VerifyInput) -> VerifyResult:
 def _limiter(env: WorkflowEnvironment) -> list[object]:
     """The real site-limiter activities: every plan run waits for an operation slot."""
     limits = LimiterActivities(env.client, {})
-    return [limits.request_operation_slot, limits.release_operation_slot, limits.closed_workflows]
+    return [limits.request_operation_slot, limits.closed_workflows]
 
 
 async def _run(env: WorkflowEnvironment, wait: object, inp: ReprotectPlanInput) -> tuple:

@@ -4,8 +4,7 @@ One long-lived workflow per SRM site and task queue (id
 ``srmflow-site-limiter/<site>/<task queue>``, running on that queue) acts as a counting
 semaphore. A plan workflow asks for a slot through the ``request_operation_slot`` activity
 (signal-with-start, so the limiter starts on first use) and waits for the ``GRANT_SIGNAL``
-signal; it gives the slot back with the ``release`` signal once its SRM task has ended, sent
-by the ``release_operation_slot`` local activity.
+signal; it gives the slot back with the ``release`` signal once its SRM task has ended.
 Because the state lives in Temporal, the limit holds whichever worker runs the plan, however
 many bulk runs share the site, and across worker crashes (a crashed worker's plans keep their
 slots: their SRM tasks are still running).
@@ -30,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -48,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
         SlotHolder,
         SlotRelease,
         SlotRequest,
-        SlotReturn,
         WorkerLease,
         limiter_workflow_id,
         share_requests,
@@ -58,10 +55,10 @@ IDLE_SECONDS = 300.0
 AUDIT_SECONDS = 60.0
 REQUEST_TIMEOUT = timedelta(seconds=30)
 REQUEST_SCHEDULE_TIMEOUT = timedelta(minutes=10)
-# Runs that pass this patch give their slot back with a local activity inside the workflow
-# task that saw the SRM task end; older runs signalled the limiter and waited a workflow task
-# for the signal to be recorded before they went on (tests/histories/2-site-limiter).
-RELEASE_LOCALLY_PATCH = "slot-release-local-activity"
+# Runs past this patch send the release signal and go on to their next step in the same
+# workflow task; older runs waited a workflow task for the signal to be recorded first
+# (tests/histories/2-site-limiter).
+SEND_RELEASE_PATCH = "slot-release-sent-with-next-step"
 # Past its history threshold the limiter continues-as-new once no message came for this long,
 # or at once past HARD_CONTINUE_FACTOR times the threshold (tests/test_limiter.py).
 QUIET_CONTINUE_PATCH = "limiter-continue-as-new-when-quiet"
@@ -278,24 +275,13 @@ class SiteLimiterWorkflow:
         return self._state.site
 
 
-def _limiter_call(activity: str, arg: Any) -> Awaitable[Any]:
-    """A local activity of LimiterActivities: one call to Temporal from the worker."""
-    return workflow.execute_local_activity(
-        activity,
-        arg,
-        start_to_close_timeout=REQUEST_TIMEOUT,
-        schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
-        retry_policy=policies.SRM_CALL_RETRY,
-    )
-
-
 class OperationSlot:
     """A plan workflow's side of the limiter: ask, wait for the grant, give back.
 
     ``ask`` sends the request at once (a local activity: one signal-with-start, no task-queue
     round trip), so it can overlap the precheck; ``acquire`` waits for the grant, which the
-    plan workflow's ``GRANT_SIGNAL`` handler forwards to ``on_grant``. ``release`` (a local
-    activity too) is safe to call at any time and more than once.
+    plan workflow's ``GRANT_SIGNAL`` handler forwards to ``on_grant``. ``release`` is safe to
+    call at any time and more than once.
     """
 
     def __init__(self, site: str) -> None:
@@ -303,13 +289,14 @@ class OperationSlot:
         self.requested = False
         self.granted = False
         self._asking: asyncio.Task[Any] | None = None
+        self._releasing: asyncio.Task[None] | None = None
 
     def ask(self, label: str | None) -> None:
         """Queue this run at the site's limiter without waiting for the grant."""
         info = workflow.info()
         self.requested = True
         self._asking = asyncio.ensure_future(
-            _limiter_call(
+            workflow.execute_local_activity(
                 "request_operation_slot",
                 SlotRequest(
                     site=self.site,
@@ -318,6 +305,9 @@ class OperationSlot:
                     run_id=info.run_id,
                     label=label,
                 ),
+                start_to_close_timeout=REQUEST_TIMEOUT,
+                schedule_to_close_timeout=REQUEST_SCHEDULE_TIMEOUT,
+                retry_policy=policies.SRM_CALL_RETRY,
             )
         )
 
@@ -338,8 +328,17 @@ class OperationSlot:
         if self.requested and grant.run_id == workflow.info().run_id:
             self.granted = True
 
-    async def release(self) -> None:
-        """Give the slot back (or leave the queue); a limiter that has ended holds nothing."""
+    async def release(self, *, wait: bool = True) -> None:
+        """Give the slot back (or leave the queue); a limiter that has ended holds nothing.
+
+        With ``wait=False`` (runs past ``SEND_RELEASE_PATCH``) the signal is only sent, so the
+        caller's next step leaves in the same workflow task; a later ``release()`` waits until
+        it is recorded, and the run's last call must be one.
+        """
+        if self._releasing is not None:
+            if wait:
+                await self._releasing
+            return
         if self._asking is not None and not self._asking.done():
             self._asking.cancel()
             with contextlib.suppress(asyncio.CancelledError, ActivityError):
@@ -347,32 +346,11 @@ class OperationSlot:
         if not self.requested:
             return
         info = workflow.info()
-        if workflow.patched(RELEASE_LOCALLY_PATCH):
-            await self._release_locally(info)
-        else:
-            await self._signal_release(info)
         self.requested = self.granted = False
-
-    async def _release_locally(self, info: workflow.Info) -> None:
-        """One signal from the worker (idempotent), no task-queue round trip before the next step.
-
-        Should it fail for good, the limiter reclaims the slot once this run has closed.
-        """
-        try:
-            await _limiter_call(
-                "release_operation_slot",
-                SlotReturn(
-                    site=self.site,
-                    task_queue=info.task_queue,
-                    workflow_id=info.workflow_id,
-                    run_id=info.run_id,
-                ),
-            )
-        except ActivityError as err:
-            workflow.logger.warning(
-                "slot release not delivered; the limiter reclaims it when this run closes",
-                extra={"site": self.site, "error": str(err)},
-            )
+        if wait or not workflow.patched(SEND_RELEASE_PATCH):
+            await self._signal_release(info)
+        else:
+            self._releasing = asyncio.ensure_future(self._signal_release(info))
 
     async def _signal_release(self, info: workflow.Info) -> None:
         handle = workflow.get_external_workflow_handle(

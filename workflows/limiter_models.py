@@ -67,15 +67,6 @@ class SlotRelease(_Model):
     run_id: str
 
 
-class SlotReturn(_Model):
-    """A plan run gives its slot back through the ``release_operation_slot`` local activity."""
-
-    site: str
-    task_queue: str = Field(description="The plan workflow's task queue; the limiter's too")
-    workflow_id: str
-    run_id: str
-
-
 class SlotGrant(_Model):
     """Sent by the limiter to the holder when its slot is free."""
 

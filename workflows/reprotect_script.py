@@ -134,7 +134,8 @@ class ReprotectScript(HoldsOperationSlot):
                 extra={"plan_id": inp.plan_id, "plan_status": outcome.plan_status},
             )
         assert outcome is not None
-        await self._slot.release()
+        # The verification (or the result) goes out in the workflow task that sends this.
+        await self._slot.release(wait=False)
         self._judge_task(outcome)
         await self._verify(inp, pre, outcome)
 
