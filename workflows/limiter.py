@@ -346,11 +346,11 @@ class OperationSlot:
         if not self.requested:
             return
         info = workflow.info()
-        self.requested = self.granted = False
         if wait or not workflow.patched(SEND_RELEASE_PATCH):
             await self._signal_release(info)
         else:
             self._releasing = asyncio.ensure_future(self._signal_release(info))
+        self.requested = self.granted = False
 
     async def _signal_release(self, info: workflow.Info) -> None:
         handle = workflow.get_external_workflow_handle(
