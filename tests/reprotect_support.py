@@ -133,7 +133,7 @@ async def maybe_record(handle: WorkflowHandle[Any, Any], name: str) -> None:
 
     After a deliberate workflow change (a new ``workflow.patched`` branch), run the suite with
     ``SRMFLOW_RECORD_HISTORIES=<set>``, a new folder named after the change (e.g.
-    ``3-slot-release-sent``), review the files and commit them next to the older sets;
+    ``3-limiter-quiet``), review the files and commit them next to the older sets;
     test_replay.py replays every set against the current code.
     """
     folder = os.environ.get("SRMFLOW_RECORD_HISTORIES")

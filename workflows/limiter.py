@@ -55,10 +55,6 @@ IDLE_SECONDS = 300.0
 AUDIT_SECONDS = 60.0
 REQUEST_TIMEOUT = timedelta(seconds=30)
 REQUEST_SCHEDULE_TIMEOUT = timedelta(minutes=10)
-# Runs past this patch send the release signal and go on to their next step in the same
-# workflow task; older runs waited a workflow task for the signal to be recorded first
-# (tests/histories/2-site-limiter).
-SEND_RELEASE_PATCH = "slot-release-sent-with-next-step"
 # Past its history threshold the limiter continues-as-new once no message came for this long,
 # or at once past HARD_CONTINUE_FACTOR times the threshold (tests/test_limiter.py).
 QUIET_CONTINUE_PATCH = "limiter-continue-as-new-when-quiet"
@@ -289,7 +285,6 @@ class OperationSlot:
         self.requested = False
         self.granted = False
         self._asking: asyncio.Task[Any] | None = None
-        self._releasing: asyncio.Task[None] | None = None
 
     def ask(self, label: str | None) -> None:
         """Queue this run at the site's limiter without waiting for the grant."""
@@ -328,17 +323,8 @@ class OperationSlot:
         if self.requested and grant.run_id == workflow.info().run_id:
             self.granted = True
 
-    async def release(self, *, wait: bool = True) -> None:
-        """Give the slot back (or leave the queue); a limiter that has ended holds nothing.
-
-        With ``wait=False`` (runs past ``SEND_RELEASE_PATCH``) the signal is only sent, so the
-        caller's next step leaves in the same workflow task; a later ``release()`` waits until
-        it is recorded, and the run's last call must be one.
-        """
-        if self._releasing is not None:
-            if wait:
-                await self._releasing
-            return
+    async def release(self) -> None:
+        """Give the slot back (or leave the queue); a limiter that has ended holds nothing."""
         if self._asking is not None and not self._asking.done():
             self._asking.cancel()
             with contextlib.suppress(asyncio.CancelledError, ActivityError):
@@ -346,13 +332,6 @@ class OperationSlot:
         if not self.requested:
             return
         info = workflow.info()
-        if wait or not workflow.patched(SEND_RELEASE_PATCH):
-            await self._signal_release(info)
-        else:
-            self._releasing = asyncio.ensure_future(self._signal_release(info))
-        self.requested = self.granted = False
-
-    async def _signal_release(self, info: workflow.Info) -> None:
         handle = workflow.get_external_workflow_handle(
             limiter_workflow_id(self.site, info.task_queue)
         )
@@ -363,6 +342,7 @@ class OperationSlot:
             )
         except FailureError:
             workflow.logger.info("site limiter gone; nothing to release", extra={"site": self.site})
+        self.requested = self.granted = False
 
 
 class HoldsOperationSlot:

@@ -150,7 +150,7 @@ class PlanOperationWorkflow(HoldsOperationSlot):
             self._finish(OperationOutcome.ALREADY_DONE, sites=started.sites)
             return
         outcome = await self._wait(inp, pre, started)
-        await self._slot.release(wait=False)
+        await self._slot.release()
         self._judge(inp.operation, outcome)
         if not inp.verify:
             self._result.verified_at = workflow.now()

@@ -134,8 +134,7 @@ class ReprotectScript(HoldsOperationSlot):
                 extra={"plan_id": inp.plan_id, "plan_status": outcome.plan_status},
             )
         assert outcome is not None
-        # The verification (or the result) goes out in the workflow task that sends this.
-        await self._slot.release(wait=False)
+        await self._slot.release()
         self._judge_task(outcome)
         await self._verify(inp, pre, outcome)
 
