@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from activities.limits import LimiterActivities
 from tests.limiter_holder import HolderWorkflow
-from tests.reprotect_support import eventually
+from tests.reprotect_support import eventually, maybe_record
 from tests.test_reprotect_standins import precheck, start_reprotect, verify, wait_many_heartbeats
 from workflows.limiter import IDLE_SECONDS, SiteLimiterWorkflow
 from workflows.limiter_models import LimiterState, SlotRelease, limiter_workflow_id
@@ -118,6 +118,7 @@ async def test_slots_are_granted_in_order_and_reused(bench: Bench) -> None:
         await handle.signal(HolderWorkflow.finish)
     assert await asyncio.gather(a.result(), c.result(), d.result()) == ["done"] * 3
     status = await bench.status()
+    await maybe_record(bench.limiter(), "limiter_granted_in_order")
     assert (status.capacity, status.granted_total, status.max_held) == (2, 4, 2)
     assert status.holders == []
     assert status.waiting == []
@@ -134,6 +135,7 @@ async def test_idle_limiter_ends_with_its_totals(
     # Idle for IDLE_SECONDS, the limiter ends; its result is its final state.
     await ts_env.sleep(IDLE_SECONDS + 1)
     final = await ts_bench.limiter().result()
+    await maybe_record(ts_bench.limiter(), "limiter_idle_end")
     assert (final.capacity, final.granted_total, final.max_held) == (2, 1, 1)
     assert final.holders == []
     assert final.waiting == []
@@ -156,6 +158,7 @@ async def test_slot_of_a_terminated_holder_is_reclaimed(
     # No skipping ahead while awaiting results: it would run the holders into timeouts.
     with ts_env.auto_time_skipping_disabled():
         assert await asyncio.gather(b.result(), c.result()) == ["done", "done"]
+    await maybe_record(bench.limiter(), "limiter_reclaimed")
 
 
 async def test_cancelled_waiter_leaves_the_queue(bench: Bench) -> None:
@@ -188,6 +191,8 @@ async def test_continue_as_new_carries_holders_and_totals(bench: Bench) -> None:
         return (await bench.limiter().describe()).run_id != first_run
 
     await eventually(continued, within=20)
+    first = bench.client.get_workflow_handle(bench.limiter().id, run_id=first_run)
+    await maybe_record(first, "limiter_continued_as_new")
     status = await bench.status()
     assert status.granted_total == 7
     assert [h.workflow_id for h in status.holders] == [f"{bench.site}-keep"]
@@ -235,7 +240,9 @@ async def test_continue_as_new_waits_out_a_stream_of_messages(bench: Bench) -> N
         return (await limiter.describe()).run_id != first_run
 
     await eventually(continued, within=30)
-    history = await bench.client.get_workflow_handle(limiter.id, run_id=first_run).fetch_history()
+    first = bench.client.get_workflow_handle(limiter.id, run_id=first_run)
+    await maybe_record(first, "limiter_quiet_continue")
+    history = await first.fetch_history()
     failed = [
         e.workflow_task_failed_event_attributes.cause
         for e in history.events

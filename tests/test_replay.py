@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from srmflow.converter import DATA_CONVERTER
+from workflows.limiter import SiteLimiterWorkflow
 from workflows.operation import PlanOperationWorkflow
 from workflows.reprotect import ReprotectPlanWorkflow
 
@@ -33,7 +34,8 @@ def test_histories_are_recorded() -> None:
 async def test_history_replays(name: str) -> None:
     history = WorkflowHistory.from_json(f"replay-{name}", HISTORIES[name])
     replayer = Replayer(
-        workflows=[ReprotectPlanWorkflow, PlanOperationWorkflow], data_converter=DATA_CONVERTER
+        workflows=[ReprotectPlanWorkflow, PlanOperationWorkflow, SiteLimiterWorkflow],
+        data_converter=DATA_CONVERTER,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{name}: {result.replay_failure}"
