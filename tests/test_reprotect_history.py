@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 
 from srmflow.simulator.state import ManualClock
 from tests.reprotect_support import (
@@ -44,7 +45,8 @@ async def test_two_hour_task_has_small_clean_history(
         session_ids.update(sim.state.sessions)
         await maybe_record(handle, "two_hour_task")
         events = await history_events(handle)
-        exported = (await handle.fetch_history()).to_json()
+        history = await handle.fetch_history()
+        exported = history.to_json()
     assert result.outcome is ReprotectOutcome.REPROTECTED, result.reason
     assert len(await reprotect_posts(sim, plan)) == 1
     assert events < 60, f"{events} history events for one plan"
@@ -54,3 +56,21 @@ async def test_two_hour_task_has_small_clean_history(
         assert secret not in exported
     assert "x-dr-session" not in exported.lower()
     assert "authorization" not in exported.lower()
+    # The long wait heartbeats less often (six poll intervals) than the short steps (three, at
+    # least 5 s): one wait_for_task per running plan is most of a bulk run's heartbeats.
+    assert _heartbeat_timeouts(history) == {
+        "precheck": 5.0,
+        "start_reprotect": 5.0,
+        "wait_for_task": 6.0,
+        "verify": 5.0,
+    }
+
+
+def _heartbeat_timeouts(history: WorkflowHistory) -> dict[str, float]:
+    return {
+        e.activity_task_scheduled_event_attributes.activity_type.name: (
+            e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
+        ).total_seconds()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }

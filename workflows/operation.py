@@ -215,6 +215,7 @@ class PlanOperationWorkflow(HoldsOperationSlot):
             SrmActivities.wait_for_task,
             plan_steps.wait_input(inp.site, pre, started.task_id, inp.poll_interval_seconds),
             schedule_to_close=policies.WAIT_SCHEDULE_TO_CLOSE,
+            heartbeat=policies.wait_heartbeat_timeout(inp.poll_interval_seconds),
             retry=policies.WAIT_RETRY,
         )
         plan_steps.record_outcome(self._result, outcome)
@@ -326,6 +327,7 @@ class PlanOperationWorkflow(HoldsOperationSlot):
         *,
         schedule_to_close: timedelta,
         start_to_close: timedelta | None = None,
+        heartbeat: timedelta | None = None,
         retry: Any = policies.SRM_CALL_RETRY,
     ) -> Any:
         return plan_steps.start_activity(
@@ -333,7 +335,7 @@ class PlanOperationWorkflow(HoldsOperationSlot):
             arg,
             start_to_close=start_to_close,
             schedule_to_close=schedule_to_close,
-            heartbeat=policies.heartbeat_timeout(self._poll),
+            heartbeat=heartbeat or policies.heartbeat_timeout(self._poll),
             retry=retry,
         )
 

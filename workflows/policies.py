@@ -75,5 +75,17 @@ WAIT_MAX_BACKOFF_SECONDS = 30.0
 
 
 def heartbeat_timeout(poll_interval_seconds: float) -> timedelta:
-    """Heartbeat timeout of wait_for_task: three poll intervals, at least 5 s."""
+    """Heartbeat timeout of the short steps: three poll intervals, at least 5 s."""
     return timedelta(seconds=max(3 * poll_interval_seconds, 5.0))
+
+
+def wait_heartbeat_timeout(poll_interval_seconds: float) -> timedelta:
+    """Heartbeat timeout of wait_for_task: six poll intervals (30 s at the default 5 s).
+
+    Every plan whose SRM task runs holds one wait_for_task, and the SDK sends its heartbeats at
+    most every 0.8 timeout: at 1,000 plans in flight that is ~42 writes a second to Temporal
+    instead of ~83 with three intervals (the dev server's CPU in the 1,000-plan in-flight
+    bench: 264 s instead of 320 s). A killed worker's task is resumed elsewhere after this long;
+    the SRM task itself runs on, so the cost is up to 30 s of late detection, not work lost.
+    """
+    return timedelta(seconds=max(6 * poll_interval_seconds, 5.0))
