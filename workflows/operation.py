@@ -214,9 +214,7 @@ class PlanOperationWorkflow(HoldsOperationSlot):
         outcome: TaskOutcome = await self._activity(
             SrmActivities.wait_for_task,
             plan_steps.wait_input(inp.site, pre, started.task_id, inp.poll_interval_seconds),
-            schedule_to_close=policies.WAIT_SCHEDULE_TO_CLOSE,
-            heartbeat=policies.wait_heartbeat_timeout(inp.poll_interval_seconds),
-            retry=policies.WAIT_RETRY,
+            **plan_steps.wait_options(inp.poll_interval_seconds),
         )
         plan_steps.record_outcome(self._result, outcome)
         return outcome

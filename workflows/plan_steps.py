@@ -101,6 +101,15 @@ def wait_input(site: str, pre: Any, task_id: str, poll_interval_seconds: float) 
     )
 
 
+def wait_options(poll_interval_seconds: float) -> dict[str, Any]:
+    """Options of the ``wait_for_task`` step, the same in every plan workflow."""
+    return {
+        "schedule_to_close": policies.WAIT_SCHEDULE_TO_CLOSE,
+        "heartbeat": policies.wait_heartbeat_timeout(poll_interval_seconds),
+        "retry": policies.WAIT_RETRY,
+    }
+
+
 def verify_settle_seconds(poll_interval_seconds: float) -> float:
     """How long verification re-checks mismatches before they count."""
     return max(10.0, 2 * poll_interval_seconds)

@@ -233,9 +233,7 @@ class ReprotectScript(HoldsOperationSlot):
             outcome = await self._activity(
                 SrmActivities.wait_for_task,
                 plan_steps.wait_input(inp.site, pre, started.task_id, inp.poll_interval_seconds),
-                schedule_to_close=policies.WAIT_SCHEDULE_TO_CLOSE,
-                heartbeat=policies.wait_heartbeat_timeout(inp.poll_interval_seconds),
-                retry=policies.WAIT_RETRY,
+                **plan_steps.wait_options(inp.poll_interval_seconds),
             )
         self._task_progress = outcome.progress
         plan_steps.record_outcome(self._result, outcome)
